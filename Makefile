@@ -1,0 +1,22 @@
+# Two entry points: `make pipeline` runs the DVC pipeline, `make test` runs the tests.
+# Both create .venv and install the pinned requirements first (once, or when they change).
+VENV   := .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+STAMP  := $(VENV)/.requirements-installed
+
+# Stage commands call `python` and `dvc`: make them the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: pipeline test venv
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+pipeline: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	python -m pytest
