@@ -1,0 +1,326 @@
+"""One gradient-descent engine for linear regression; the batch size is the only thing
+that makes a run full-batch GD (batch = N), SGD (batch = 1) or mini-batch SGD.
+
+Model y_hat = X w + b, loss `scale * mean((y_hat - y)^2)` over a batch (scale 1/2 is the
+d2l "half squared" loss, 1 is MSELoss). With squared loss, one update is an affine map of
+theta = (w, b):
+
+    theta' = (I - a Xb' Xb) theta + a Xb' yb,    a = 2 * scale * lr / batch,  Xb = [X_B, 1]
+
+Two engines compute the same iterates:
+- `loop`: the tutorials' literal loop, nn.Linear + torch.optim.SGD, one Python step per update.
+- `affine`: builds every update's map as a (p+1)x(p+1) matrix, multiplies the maps between
+  two logging points together by tree reduction, then chains those segment maps with a
+  parallel prefix scan: a few batched matmuls per chunk, no Python loop per update.
+Both return the parameters at the logging points only; nothing is copied to the host per step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ENGINES = ("affine", "loop")
+# The affine engine works in chunks of about this many gathered rows (updates x batch size),
+# which bounds its memory whatever the run's length.
+ROWS_PER_CHUNK = 1 << 18
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one run walks through the data."""
+    n_examples: int
+    batch_size: int
+    epochs: int
+    lr: float
+    loss_scale: float = 0.5  # of the loss whose gradient drives the update
+    shuffle: bool = True
+    drop_last: bool = False
+    log_every: int = 100     # examples between logged losses (d2l: 100); epoch ends too
+    report_scale: float = 0.5  # of the loss recorded on the whole set at logging points
+    blowup: float = 1e6      # a logged loss above blowup x the initial loss counts as diverged
+
+
+@dataclass
+class Schedule:
+    """Which examples each update uses, and after which updates to log."""
+    order: torch.Tensor          # (epochs, N) example indices, on the CPU
+    batch_sizes: np.ndarray      # (updates,) examples in each update
+    starts: np.ndarray           # (updates,) offset of each batch within its epoch's order
+    epochs_of: np.ndarray        # (updates,) epoch (0-based) of each update
+    log_after: np.ndarray        # (points,) update counts (1-based) after which to log
+
+
+def make_schedule(plan: Plan, generator: torch.Generator) -> Schedule:
+    n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
+    if plan.shuffle:
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(plan.epochs)])
+    else:
+        order = torch.arange(n).repeat(plan.epochs, 1)
+    full, rest = divmod(n, size)
+    per_epoch = [size] * full + ([rest] if rest and not plan.drop_last else [])
+    batch_sizes = np.tile(per_epoch, plan.epochs)
+    starts = np.tile(np.concatenate([[0], np.cumsum(per_epoch)[:-1]]), plan.epochs)
+    epochs_of = np.repeat(np.arange(plan.epochs), len(per_epoch))
+    seen = np.cumsum(batch_sizes)
+    crossed = seen // plan.log_every > (seen - batch_sizes) // plan.log_every
+    epoch_end = np.r_[epochs_of[1:] != epochs_of[:-1], True]
+    log_after = np.flatnonzero(crossed | epoch_end) + 1
+    return Schedule(order, batch_sizes, starts, epochs_of, log_after)
+
+
+@dataclass
+class Trajectory:
+    """The run at its logging points: row 0 is the start, row j follows update log_updates[j].
+
+    A diverged run stops at its last sound logging point; diverged_at_update is the first
+    update whose parameters are non-finite or whose whole-set loss passes the blow-up limit.
+    """
+    log_updates: np.ndarray   # (points,) 0 first
+    weights: torch.Tensor     # (points, d)
+    biases: torch.Tensor      # (points,)
+    losses: np.ndarray        # (points,) float64, whole-set loss in the recorded convention
+    seconds: np.ndarray       # (points,) training wall-clock time, loss evaluation excluded
+    diverged_at_update: int | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, else mps, else cpu; a named device must exist (no silent fallback)."""
+    from stages.common import UserError
+
+    name = str(name).strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device '{name}' is not a device name; use auto, cpu, cuda, "
+                        "cuda:N or mps in params.yaml") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' requested but CUDA is not available on this "
+                            "machine; set device: cpu (or auto) in params.yaml")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"device '{name}' requested but this machine has "
+                            f"{torch.cuda.device_count()} CUDA device(s); pick another index")
+    elif device.type == "mps" and not mps_ok:
+        raise UserError(f"device '{name}' requested but MPS is not available on this machine; "
+                        "set device: cpu (or auto) in params.yaml")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device '{name}' is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+          bias: torch.Tensor, plan: Plan, schedule: Schedule, engine: str = "affine",
+          progress=None) -> Trajectory:
+    """Run one descent from (weights, bias); features, targets and parameters share a device."""
+    run = {"affine": _train_affine, "loop": _train_loop}[engine]
+    watch = _Watch(features, targets, plan, schedule)
+    logged, seconds, diverged_at = run(features, targets, torch.cat([weights, bias.reshape(1)]),
+                                       plan, schedule, watch, progress or (lambda n: None))
+    losses = np.concatenate(watch.losses)
+    points = len(losses)
+    return Trajectory(np.r_[0, schedule.log_after][:points], logged[:points, :-1],
+                      logged[:points, -1], losses, seconds[:points], diverged_at)
+
+
+class _Watch:
+    """Whole-set losses at logging points, and the divergence rule shared by both engines."""
+
+    def __init__(self, features, targets, plan, schedule):
+        self.features, self.targets, self.plan, self.schedule = features, targets, plan, schedule
+        self.losses: list[np.ndarray] = []
+        self.limit = math.inf
+
+    def loss(self, thetas: torch.Tensor) -> torch.Tensor:
+        residuals = self.features @ thetas[:, :-1].T + thetas[:, -1] - self.targets[:, None]
+        return self.plan.report_scale * residuals.square().mean(dim=0)
+
+    def sound(self, thetas: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(thetas).all(dim=1) & torch.isfinite(losses) & (losses <= self.limit)
+
+    def record(self, thetas: torch.Tensor) -> int:
+        """Log the rows; return how many are sound before the first unsound (one host sync)."""
+        losses = self.loss(thetas)
+        sound = self.sound(thetas, losses)
+        ok = int(sound.all()) * len(sound) or int(torch.argmin(sound.int()))
+        host = losses[:ok].double().cpu().numpy()
+        if not self.losses:  # the starting point fixes the blow-up limit
+            self.limit = self.plan.blowup * max(float(host[0]), np.finfo(np.float64).tiny)
+        self.losses.append(host)
+        return ok
+
+    def first_unsound_update(self, theta: torch.Tensor, first: int, last: int) -> int:
+        """Replay updates first..last-1 (0-based) one by one from theta; the first unsound one.
+
+        Runs only after a divergence, over at most one logging interval.
+        """
+        schedule, plan = self.schedule, self.plan
+        order = schedule.order.to(self.features.device)
+        for update in range(first, last):
+            batch = order[schedule.epochs_of[update],
+                          schedule.starts[update]:schedule.starts[update] + schedule.batch_sizes[update]]
+            x, y = self.features[batch], self.targets[batch]
+            residuals = x @ theta[:-1] + theta[-1] - y
+            step = 2 * plan.loss_scale * plan.lr / len(batch)
+            theta = theta - step * torch.cat([x.T @ residuals, residuals.sum().reshape(1)])
+            if not bool(self.sound(theta[None], self.loss(theta[None]))[0]):
+                return update + 1
+        return last
+
+
+# --- the literal loop ----------------------------------------------------------------
+def _train_loop(features, targets, theta, plan, schedule, watch, progress):
+    device, dtype = features.device, features.dtype
+    model = torch.nn.Linear(features.shape[1], 1, device=device, dtype=dtype)
+    with torch.no_grad():
+        model.weight.copy_(theta[None, :-1])
+        model.bias.copy_(theta[-1:])
+    optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
+    order = schedule.order.to(device)
+    log_after = np.r_[0, schedule.log_after]
+    logged = torch.empty(len(log_after), len(theta), device=device, dtype=dtype)
+    logged[0] = theta
+    seconds = np.zeros(len(log_after))
+    watch.record(logged[:1])
+    point, paused = 1, 0.0
+    synchronize(device)
+    started = time.perf_counter()
+    for update, (epoch, start, size) in enumerate(
+            zip(schedule.epochs_of, schedule.starts, schedule.batch_sizes), start=1):
+        batch = order[epoch, start:start + size]
+        optimizer.zero_grad()
+        residuals = model(features[batch]).squeeze(1) - targets[batch]
+        loss = plan.loss_scale * residuals.square().mean()
+        loss.backward()
+        optimizer.step()
+        if update == log_after[point]:
+            synchronize(device)
+            pause = time.perf_counter()
+            seconds[point] = pause - started - paused
+            with torch.no_grad():  # the loss evaluation is not timed, as in d2l
+                logged[point] = torch.cat([model.weight[0], model.bias])
+                sound = watch.record(logged[point:point + 1])
+            progress(update - log_after[point - 1])
+            if not sound:
+                first = int(log_after[point - 1])
+                return logged, seconds, watch.first_unsound_update(logged[point - 1], first,
+                                                                   update)
+            point += 1
+            paused += time.perf_counter() - pause
+    return logged, seconds, None
+
+
+# --- the affine-map engine -------------------------------------------------------------
+def _update_maps(features1, targets, order, schedule, plan, first, last) -> torch.Tensor:
+    """Homogeneous (p+1)x(p+1) maps of updates first..last-1 (0-based), shape (K, p+1, p+1).
+
+    features1 has a trailing ones column and an extra all-zero row at index N, which pads
+    short batches so that every batch in the chunk has the same width.
+    """
+    device, dtype = features1.device, features1.dtype
+    n, p = features1.shape[0] - 1, features1.shape[1]
+    sizes = schedule.batch_sizes[first:last]
+    width = int(sizes.max())
+    offsets = np.arange(width)
+    columns = schedule.starts[first:last, None] + offsets
+    valid = offsets < sizes[:, None]
+    rows = schedule.epochs_of[first:last, None].repeat(width, axis=1)
+    index = torch.full(columns.shape, n, dtype=torch.long)
+    index[torch.from_numpy(valid)] = schedule.order[torch.from_numpy(rows[valid]),
+                                                    torch.from_numpy(columns[valid])]
+    index = index.to(device)
+    batch_x, batch_y = features1[index], targets[index]             # (K, m, p), (K, m)
+    step = torch.as_tensor(2 * plan.loss_scale * plan.lr / sizes, device=device, dtype=dtype)
+    maps = torch.zeros(len(sizes), p + 1, p + 1, device=device, dtype=dtype)
+    maps[:, :p, :p] = torch.eye(p, device=device, dtype=dtype) \
+        - step[:, None, None] * (batch_x.transpose(1, 2) @ batch_x)
+    maps[:, :p, p] = step[:, None] * (batch_x.transpose(1, 2) @ batch_y[:, :, None])[:, :, 0]
+    maps[:, p, p] = 1
+    return maps
+
+
+def _compose(maps: torch.Tensor) -> torch.Tensor:
+    """Product maps[..., K-1] @ ... @ maps[..., 0] along dim 1, by pairwise tree reduction."""
+    while maps.shape[1] > 1:
+        if maps.shape[1] % 2:
+            identity = torch.eye(maps.shape[-1], device=maps.device, dtype=maps.dtype)
+            maps = torch.cat([maps, identity.expand(maps.shape[0], 1, -1, -1)], dim=1)
+        maps = maps[:, 1::2] @ maps[:, 0::2]
+    return maps[:, 0]
+
+
+def _prefix(maps: torch.Tensor) -> torch.Tensor:
+    """Running products maps[j] @ ... @ maps[0] for every j (Hillis-Steele scan)."""
+    shift = 1
+    while shift < maps.shape[0]:
+        maps = torch.cat([maps[:shift], maps[shift:] @ maps[:-shift]])
+        shift *= 2
+    return maps
+
+
+def _segment_maps(maps: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
+    """Compose consecutive runs of maps ending at the (exclusive) indices `ends`."""
+    lengths = np.diff(np.r_[0, ends])
+    width = int(lengths.max())
+    p1 = maps.shape[-1]
+    padded = torch.eye(p1, device=maps.device, dtype=maps.dtype).repeat(len(ends), width, 1, 1)
+    # Left-align each segment; the identity padding after it leaves the product unchanged.
+    offsets = np.arange(width)
+    valid = offsets < lengths[:, None]
+    source = (np.r_[0, ends[:-1]][:, None] + offsets)[valid]
+    padded[torch.from_numpy(valid)] = maps[torch.from_numpy(source)]
+    return _compose(padded)
+
+
+def _train_affine(features, targets, theta, plan, schedule, watch, progress):
+    device, dtype = features.device, features.dtype
+    n = features.shape[0]
+    ones = torch.ones(n, 1, device=device, dtype=dtype)
+    padding = torch.zeros(1, features.shape[1] + 1, device=device, dtype=dtype)
+    features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
+    targets0 = torch.cat([targets, torch.zeros(1, device=device, dtype=dtype)])
+    state = torch.cat([theta, torch.ones(1, device=device, dtype=dtype)])
+    logged, seconds = [theta[None]], [0.0]
+    watch.record(theta[None])
+    total, done, elapsed = len(schedule.batch_sizes), 0, 0.0
+    log_after = schedule.log_after
+    while done < total:
+        # A chunk ends on a logging point so that each segment lies in one chunk.
+        limit = done + max(1, ROWS_PER_CHUNK // int(schedule.batch_sizes[done]))
+        inside = log_after[(log_after > done) & (log_after <= limit)]
+        last = int(inside[-1]) if len(inside) else int(log_after[log_after > done][0])
+        synchronize(device)
+        started = time.perf_counter()
+        maps = _update_maps(features1, targets0, schedule.order, schedule, plan, done, last)
+        ends = log_after[(log_after > done) & (log_after <= last)] - done
+        states = _prefix(_segment_maps(maps, ends)) @ state                 # (points, p+1)
+        synchronize(device)
+        chunk_seconds = time.perf_counter() - started
+        # Within a chunk, time is shared out in proportion to the updates done.
+        seconds.extend(elapsed + chunk_seconds * ends / (last - done))
+        elapsed += chunk_seconds
+        logged.append(states[:, :-1])
+        progress(last - done)
+        sound = watch.record(states[:, :-1])
+        if sound < len(ends):
+            previous = torch.cat(logged)[-len(ends) - 1 + sound]
+            first = done + (int(ends[sound - 1]) if sound else 0)
+            return (torch.cat(logged), np.array(seconds),
+                    watch.first_unsound_update(previous, first, done + int(ends[sound])))
+        state = states[-1]
+        done = last
+    return torch.cat(logged), np.array(seconds), None
