@@ -1,0 +1,184 @@
+"""The descent engine: exact against a plain PyTorch loop, convergent, and honest on divergence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stages.common import UserError
+from stages.engine import ENGINES, Plan, make_schedule, resolve_device, train
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def plain_loop(features, targets, weights, bias, plan, schedule):
+    """The tutorials' loop, written independently: nn.Linear + torch.optim.SGD, one step per
+    batch in the schedule's order. Returns the parameters after every update, (K+1, p)."""
+    model = torch.nn.Linear(features.shape[1], 1, dtype=features.dtype)
+    with torch.no_grad():
+        model.weight.copy_(weights[None])
+        model.bias.fill_(float(bias))
+    optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
+    history = [torch.cat([weights, bias.reshape(1)])]
+    for epoch in range(plan.epochs):
+        order = schedule.order[epoch]
+        for start in range(0, plan.n_examples, plan.batch_size):
+            batch = order[start:start + plan.batch_size]
+            if plan.drop_last and len(batch) < plan.batch_size:
+                continue
+            optimizer.zero_grad()
+            loss = plan.loss_scale * (model(features[batch]).squeeze(1) - targets[batch]) \
+                .square().mean()
+            loss.backward()
+            optimizer.step()
+            history.append(torch.cat([model.weight[0], model.bias]).detach().clone())
+    return torch.stack(history)
+
+
+@st.composite
+def problems(draw):
+    n = draw(st.integers(1, 40))
+    d = draw(st.integers(1, 4))
+    batch = draw(st.one_of(st.just(1), st.just(n), st.integers(1, n)))
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, d, generator=generator, dtype=torch.float64) \
+        * draw(st.sampled_from([0.1, 1.0, 3.0]))
+    targets = features @ torch.randn(d, generator=generator, dtype=torch.float64) \
+        + torch.randn(n, generator=generator, dtype=torch.float64)
+    loss_scale = draw(st.sampled_from([0.5, 1.0]))
+    # Each update map I - 2 c lr X'X/m has spectral norm <= 1 when
+    # lr <= 1 / (c max|x~|^2); staying under it keeps every step non-expansive.
+    stable_lr = 1 / (loss_scale * float((features.square().sum(1) + 1).max()))
+    plan = Plan(n_examples=n, batch_size=batch, epochs=draw(st.integers(1, 4)),
+                lr=draw(st.floats(0.01, 1.0)) * stable_lr, loss_scale=loss_scale,
+                shuffle=draw(st.booleans()), drop_last=draw(st.booleans()),
+                log_every=draw(st.integers(1, 2 * n)), blowup=1e300)
+    return features, targets, plan, generator
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.sampled_from(ENGINES))
+def test_engines_follow_the_plain_pytorch_loop_exactly(problem, engine):
+    features, targets, plan, generator = problem
+    schedule = make_schedule(plan, generator)
+    weights = torch.randn(features.shape[1], generator=generator, dtype=torch.float64)
+    bias = torch.randn((), generator=generator, dtype=torch.float64)
+    if len(schedule.batch_sizes) == 0:  # drop_last with batch > n: nothing to train
+        return
+    expected = plain_loop(features, targets, weights, bias, plan, schedule)
+    run = train(features, targets, weights, bias, plan, schedule, engine=engine)
+    got = torch.cat([run.weights, run.biases[:, None]], dim=1)
+    assert run.diverged_at_update is None
+    assert list(run.log_updates) == [0, *schedule.log_after]
+    # Tolerance: both compute the same maths with different rounding. With non-expansive
+    # steps, each of the K updates adds at most ~ (batch * p) eps of error relative to the
+    # magnitudes involved, and errors are not amplified afterwards; the affine engine's tree
+    # of products adds log2(K) rounding levels of (p + 1) terms each. 64 (K + 1)(m + p + 2)
+    # eps x scale bounds both with a wide margin; a wrong batch, order or step is ~1e-2.
+    K, p = len(schedule.batch_sizes), features.shape[1] + 1
+    scale = 1 + float(expected.abs().max()) + float(targets.abs().max())
+    tolerance = 64 * (K + 1) * (plan.batch_size + p + 2) * EPS64 * scale
+    np.testing.assert_allclose(got.numpy(), expected[run.log_updates].numpy(), rtol=0,
+                               atol=tolerance)
+    residuals = features @ got[:, :-1].T + got[:, -1] - targets[:, None]
+    np.testing.assert_allclose(run.losses, (0.5 * residuals.square().mean(0)).numpy(),
+                               rtol=1e-12)
+
+
+def test_schedule_visits_every_example_once_per_epoch_and_keeps_the_short_batch():
+    plan = Plan(n_examples=23, batch_size=5, epochs=3, lr=0.1, log_every=10)
+    schedule = make_schedule(plan, torch.Generator().manual_seed(0))
+    assert list(schedule.batch_sizes) == [5, 5, 5, 5, 3] * 3
+    for epoch in range(3):
+        assert sorted(schedule.order[epoch].tolist()) == list(range(23))
+    assert not torch.equal(schedule.order[0], schedule.order[1])  # reshuffled
+    seen = np.cumsum(schedule.batch_sizes)
+    # Logged after the update that reaches or crosses each multiple of 10 examples
+    # (10, 20, 33, 43, 51, 61) and at each epoch end (23, 46, 69).
+    assert list(seen[schedule.log_after - 1]) == [10, 20, 23, 33, 43, 46, 51, 61, 69]
+
+
+def test_schedule_drop_last_and_no_shuffle():
+    plan = Plan(n_examples=23, batch_size=5, epochs=2, lr=0.1, shuffle=False, drop_last=True)
+    schedule = make_schedule(plan, torch.Generator().manual_seed(0))
+    assert list(schedule.batch_sizes) == [5] * 8
+    assert schedule.order[1].tolist() == list(range(23))
+
+
+def test_the_d2l_logging_rule_for_the_airfoil_minibatch_run():
+    """d2l logs when (batch_index + 1) * batch_size % 100 == 0: every 10th batch of 10."""
+    plan = Plan(n_examples=1500, batch_size=10, epochs=2, lr=0.05)
+    schedule = make_schedule(plan, torch.Generator().manual_seed(0))
+    assert list(schedule.log_after) == list(range(10, 301, 10))
+
+
+def reference_divergence(features, targets, weights, bias, plan, schedule, blowup):
+    """First update of the plain loop whose parameters or whole-set loss are unsound."""
+    history = plain_loop(features, targets, weights, bias, plan, schedule)
+    residuals = features @ history[:, :-1].T + history[:, -1] - targets[:, None]
+    losses = plan.report_scale * residuals.square().mean(0)
+    limit = blowup * float(losses[0])
+    sound = torch.isfinite(history).all(1) & torch.isfinite(losses) & (losses <= limit)
+    return int(torch.argmin(sound.int())) if not bool(sound.all()) else None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype, lr, blowup", [
+    (torch.float32, 5.0, 1e300),   # overflow to inf in float32
+    (torch.float64, 3.0, 1e6),     # the blow-up limit, long before overflow
+])
+def test_divergence_stops_at_the_exact_update(engine, dtype, lr, blowup):
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(50, 2, generator=generator, dtype=dtype) * 3
+    targets = features @ torch.tensor([1.0, -2.0], dtype=dtype) + 0.5
+    plan = Plan(n_examples=50, batch_size=1, epochs=5, lr=lr, log_every=20, blowup=blowup)
+    schedule = make_schedule(plan, generator)
+    weights, bias = torch.zeros(2, dtype=dtype), torch.zeros((), dtype=dtype)
+    run = train(features, targets, weights, bias, plan, schedule, engine=engine)
+    expected = reference_divergence(features, targets, weights, bias, plan, schedule, blowup)
+    assert expected is not None and run.diverged_at_update is not None
+    # Same dtype, same updates: the first unsound update must agree exactly.
+    assert run.diverged_at_update == expected
+    assert np.isfinite(run.losses).all() and torch.isfinite(run.weights).all()
+    assert run.log_updates[-1] < run.diverged_at_update
+
+
+def test_each_variant_converges_to_the_true_parameters_within_the_noise():
+    """Plane y = 2 x1 - 3.4 x2 + 4.2 + 0.01 eps; each variant from the same start."""
+    from stages.synthesize import generate
+    from stages.common import load_params
+
+    features_np, targets_np, truth = generate(
+        "plane", load_params()["synthetic"]["plane_2x1_minus3p4x2"])
+    features = torch.tensor(features_np)
+    targets = torch.tensor(targets_np)
+    true = np.r_[truth["weights"], truth["bias"]]
+    n, sigma = len(targets_np), truth["noise_std"]
+    design = np.c_[features_np, np.ones(n)]
+    standard_errors = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
+    for batch, lr, epochs in [(n, 0.5, 100), (1, 0.01, 5), (10, 0.03, 10)]:
+        plan = Plan(n_examples=n, batch_size=batch, epochs=epochs, lr=lr, loss_scale=0.5)
+        generator = torch.Generator().manual_seed(0)
+        run = train(features, targets, torch.zeros(2, dtype=torch.float64),
+                    torch.zeros((), dtype=torch.float64), plan, make_schedule(plan, generator))
+        final = np.r_[run.weights[-1].numpy(), run.biases[-1].item()]
+        # Least squares misses the truth by ~1 standard error; constant-step SGD then
+        # jitters around it with stationary sd ~ sigma sqrt(c lr / batch) per coordinate.
+        # Allow 4 of each (four-sigma events are ~1e-4 per coordinate).
+        jitter = sigma * np.sqrt(0.5 * lr / batch) if batch < n else 0.0
+        np.testing.assert_array_less(np.abs(final - true), 4 * (standard_errors + jitter))
+
+
+def test_auto_device_is_available_and_a_missing_cuda_is_a_clear_error():
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            resolve_device("cuda")
+        with pytest.raises(UserError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+    with pytest.raises(UserError, match="not a device name"):
+        resolve_device("gpu0")
