@@ -1,0 +1,62 @@
+"""Stage `plots`: one matplotlib figure comparing the three variants on every recipe.
+
+Top row: excess loss over the closed-form optimum against epochs; bottom row: against
+wall-clock seconds (the d2l chapter's point: per epoch GD looks best, per second
+mini-batches win). Both on log axes. Writes plots/comparison.png.
+"""
+from __future__ import annotations
+
+from stages.common import ROOT, UserError, atomic_write, cli, load_params, require
+
+COLOURS = {"gd": "tab:blue", "sgd": "tab:orange", "minibatch": "tab:green"}
+LABELS = {"gd": "GD (whole set)", "sgd": "SGD (batch 1)", "minibatch": "mini-batch"}
+
+
+def draw(recipes: list[str], output) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    figure, axes = plt.subplots(2, len(recipes), figsize=(3.6 * len(recipes), 6.4),
+                                squeeze=False, constrained_layout=True)
+    for column, name in enumerate(recipes):
+        try:
+            by_examples = pd.read_csv(ROOT / f"plots/loss/{name}.csv")
+            by_seconds = pd.read_csv(ROOT / f"plots/seconds/{name}.csv")
+        except FileNotFoundError:
+            raise UserError(f"plots/loss/{name}.csv not found; run `dvc repro evaluate`") \
+                from None
+        optimum = float(by_examples["closed_form"].iloc[0])
+        # Excess loss spans decades; a floor keeps points at the optimum on the log axis.
+        floor = max(optimum, 1e-12) * 1e-7
+        for row, (frame, x, label) in enumerate(((by_examples, "epoch", "epochs"),
+                                                 (by_seconds, "seconds", "seconds"))):
+            axis = axes[row][column]
+            for variant, curve in frame.groupby("variant", sort=False):
+                excess = (curve["loss"] - optimum).clip(lower=floor)
+                axis.plot(curve[x], excess, color=COLOURS.get(variant), marker=".",
+                          markersize=3, linewidth=1.2, label=LABELS.get(variant, variant))
+            axis.set_yscale("log")
+            if row == 1:
+                axis.set_xscale("symlog", linthresh=max(frame[x][frame[x] > 0].min(), 1e-6)
+                                if (frame[x] > 0).any() else 1e-6)
+            axis.set_xlabel(label)
+            axis.grid(True, which="major", alpha=0.3)
+        axes[0][column].set_title(f"{name}\nclosed-form loss {optimum:.6g}", fontsize=9)
+    axes[0][0].set_ylabel("loss - closed-form loss")
+    axes[1][0].set_ylabel("loss - closed-form loss")
+    axes[0][-1].legend(fontsize=8)
+    atomic_write(output, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+
+
+def main() -> None:
+    recipes = require(load_params(), "recipes")
+    draw(list(recipes), ROOT / "plots/comparison.png")
+    print("wrote plots/comparison.png")
+
+
+if __name__ == "__main__":
+    cli(main)()
