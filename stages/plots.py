@@ -39,9 +39,6 @@ def draw(recipes: list[str], output) -> None:
                 axis.plot(curve[x], excess, color=COLOURS.get(variant), marker=".",
                           markersize=3, linewidth=1.2, label=LABELS.get(variant, variant))
             axis.set_yscale("log")
-            if row == 1:
-                axis.set_xscale("symlog", linthresh=max(frame[x][frame[x] > 0].min(), 1e-6)
-                                if (frame[x] > 0).any() else 1e-6)
             axis.set_xlabel(label)
             axis.grid(True, which="major", alpha=0.3)
         axes[0][column].set_title(f"{name}\nclosed-form loss {optimum:.6g}", fontsize=9)
