@@ -1,0 +1,169 @@
+"""End to end: the real `dvc` command line in a temporary copy of the project."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import copy_project, run, stage_env
+
+pytestmark = pytest.mark.e2e
+STAGES_AFTER_DATA = {"train@gd", "train@sgd", "train@minibatch", "evaluate", "plots", "compare"}
+
+
+def dvc(project: Path, env, *args: str, check: bool = True):
+    return run(["dvc", *args], project, env, check=check)
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, airfoil_file) -> Path:
+    """The project after `dvc repro`, results committed, as a user would have it."""
+    project = copy_project(tmp_path_factory.mktemp("built") / "project", airfoil_file)
+    env = stage_env(airfoil_file)
+    first = dvc(project, env, "repro")
+    # The clone carries the committed results; only the DVC-cached data must be rebuilt.
+    assert {"fetch", "prepare", "synthesize"} <= ran(first.stdout)
+    run(["git", "add", "-A"], project, env)
+    if run(["git", "status", "--porcelain"], project, env).stdout.strip():
+        run(["git", "commit", "-q", "-m", "results"], project, env)
+    return project
+
+
+@pytest.fixture
+def project(built, tmp_path) -> Path:
+    """A private copy of the built project, for tests that change it."""
+    return Path(shutil.copytree(built, tmp_path / "project", symlinks=True))
+
+
+def set_param(project: Path, dotted: str, value) -> None:
+    params_file = project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    node = params
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_builds_every_output_and_a_second_repro_reruns_nothing(built, env):
+    assert (built / "data/raw/airfoil_self_noise.dat").stat().st_size == 59_984
+    for output in ["data/prepared/airfoil.csv", "metrics/evaluate.json", "metrics/speed.json",
+                   "plots/comparison.png", "metrics/reference.md", "plots/loss/airfoil.csv"]:
+        assert (built / output).is_file(), output
+    second = dvc(built, env, "repro")
+    assert ran(second.stdout) == set()
+    assert "Data and pipelines are up to date" in dvc(built, env, "status").stdout
+    # The data file is DVC's, not git's.
+    tracked = run(["git", "ls-files"], built, env).stdout.split()
+    assert not any(name.endswith("airfoil_self_noise.dat") for name in tracked)
+
+
+def test_metrics_are_strict_json_and_judge_every_run(built):
+    def strict(value):  # json.loads accepts NaN/Infinity unless told not to
+        raise ValueError(f"non-strict JSON token {value}")
+
+    for path in (built / "metrics").rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=strict)
+    metrics = json.loads((built / "metrics/evaluate.json").read_text())
+    params = yaml.safe_load((built / "params.yaml").read_text())
+    assert set(metrics) == set(params["recipes"])
+    for recipe, results in metrics.items():
+        assert set(results) == {"closed_form", "gd", "sgd", "minibatch"}
+        for variant in ("gd", "sgd", "minibatch"):
+            assert isinstance(results[variant]["diverged"], bool)
+
+
+def test_changing_one_synthetic_param_reruns_only_what_depends_on_it(project, env):
+    set_param(project, "synthetic.line_minus5x.noise_std", 0.5)
+    assert ran(dvc(project, env, "repro").stdout) == {"synthesize"} | STAGES_AFTER_DATA
+
+
+def test_changing_the_airfoil_sgd_lr_reruns_only_train_sgd_and_its_dependents(project, env):
+    set_param(project, "variants.sgd.airfoil.lr", 0.01)
+    assert ran(dvc(project, env, "repro").stdout) == {"train@sgd", "evaluate", "plots", "compare"}
+
+
+def test_same_params_give_byte_identical_deterministic_outputs(project, env):
+    before = {p: (project / p).read_bytes() for p in
+              ["metrics/train/minibatch.json", "plots/train/minibatch.csv",
+               "metrics/evaluate.json"]}
+    dvc(project, env, "repro", "--force", "train@minibatch", "evaluate")
+    for path, content in before.items():
+        assert (project / path).read_bytes() == content, path
+
+
+@pytest.mark.parametrize("dotted, value, message", [
+    ("device", "cuda", "CUDA is not available"),
+    ("batch_size", 0, "batch_size must be a positive integer"),
+    ("variants.gd.airfoil.lr", -1, "variants.gd.airfoil.lr must be a positive number"),
+])
+def test_bad_params_fail_with_one_clear_line(project, env, dotted, value, message):
+    import torch
+
+    if value == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    set_param(project, dotted, value)
+    result = dvc(project, env, "repro", check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error [")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_fetch_without_network_or_copy_names_the_override(project, env):
+    env = {**env, "AIRFOIL_SOURCE": str(project / "nowhere.dat")}
+    result = dvc(project, env, "repro", "--force", "fetch", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "AIRFOIL_SOURCE" in result.stderr and "nowhere.dat (no such file)" in result.stderr
+
+
+def test_the_experiment_workflow(project, env):
+    first = dvc(project, env, "exp", "run", "-n", "bs20", "-S", "batch_size=20")
+    assert ran(first.stdout) == {"train@minibatch", "evaluate", "plots", "compare"}
+    run(["git", "checkout", "params.yaml"], project, env)  # -S leaves params.yaml modified
+    second = dvc(project, env, "exp", "run", "-n", "bs100", "-S", "batch_size=100")
+    assert "train@gd" not in ran(second.stdout) and "train@minibatch" in ran(second.stdout)
+
+    shown = json.loads(dvc(project, env, "exp", "show", "--json").stdout)
+    experiments = {}
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                experiments[revision["name"]] = data
+    assert {"bs20", "bs100"} <= set(experiments)
+    for name, size in (("bs20", 20), ("bs100", 100)):
+        data = experiments[name]
+        assert data["params"]["params.yaml"]["data"]["batch_size"] == size
+        evaluated = data["metrics"]["metrics/evaluate.json"]["data"]
+        assert evaluated["airfoil"]["minibatch"]["batch_size"] == size
+
+    diff = json.loads(dvc(project, env, "metrics", "diff", "bs20", "bs100", "--json").stdout)
+    changed = diff["metrics/evaluate.json"]
+    assert changed["airfoil.minibatch.batch_size"] == {"old": 20, "new": 100, "diff": 80}
+    assert "airfoil.gd.final_loss" not in changed  # gd did not rerun: nothing to report
+
+    plots = dvc(project, env, "plots", "diff", "bs20", "bs100", "--json",
+                "--targets", "plots/loss/airfoil.csv")
+    rows = [row for entry in json.loads(plots.stdout)["data"]["plots/loss/airfoil.csv"]
+            for row in entry["content"]["data"]["values"]]
+    assert {row["rev"] for row in rows} == {"bs20", "bs100"}
+    # Logged every 100 examples either way: same points, different mini-batch losses; the
+    # GD curve did not rerun and coincides.
+    minibatch = {rev: [r["loss"] for r in rows if r["rev"] == rev and r["variant"] == "minibatch"]
+                 for rev in ("bs20", "bs100")}
+    assert len(minibatch["bs20"]) == len(minibatch["bs100"]) == 31
+    assert minibatch["bs20"][0] == minibatch["bs100"][0]          # same start
+    assert minibatch["bs20"][1:] != minibatch["bs100"][1:]
+    gd = {rev: [r["loss"] for r in rows if r["rev"] == rev and r["variant"] == "gd"]
+          for rev in ("bs20", "bs100")}
+    assert gd["bs20"] == gd["bs100"]
