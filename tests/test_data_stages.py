@@ -182,3 +182,13 @@ def test_synthesize_rejects_bad_params(change, message, tmp_path):
     with pytest.raises(UserError, match=message):
         synthesize.synthesize({"bad": spec}, tmp_path)
     assert not tmp_path.joinpath("bad.csv").exists()
+
+
+def test_the_readme_table_is_the_one_the_compare_stage_wrote():
+    from stages.common import ROOT
+    from stages.compare import TABLE_END, TABLE_START
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert section == (ROOT / "metrics/reference.md").read_text().strip()
+    assert section.count("\n") >= 10
