@@ -18,6 +18,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
 VARIANTS = ("gd", "sgd", "minibatch")
+# loss = scale * mean((y_hat - y)^2): d2l's half squared loss, or nn.MSELoss.
+LOSS_SCALES = {"half_squared": 0.5, "mse": 1.0}
 
 
 class UserError(Exception):

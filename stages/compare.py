@@ -14,13 +14,12 @@ from typing import Any
 
 import yaml
 
-from stages.common import (ROOT, UserError, cli, load_params, read_json, write_json,
-                           write_text)
+from stages.common import (LOSS_SCALES, ROOT, VARIANTS, UserError, cli, load_params,
+                           read_json, write_json, write_text)
 
 PUBLISHED = ROOT / "data/published.yaml"
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- reference-table:start -->", "<!-- reference-table:end -->"
-LOSS_SCALES = {"half_squared": 0.5, "mse": 1.0}
 
 
 def our_figure(row: dict, params: dict, runs: dict, evaluation: dict, curves: dict):
@@ -35,9 +34,9 @@ def our_figure(row: dict, params: dict, runs: dict, evaluation: dict, curves: di
         return f"not in this run ({settings} needed)"
     if run["diverged"]:
         return f"diverged at update {run['diverged_at_update']}"
-    if quantity == "final_loss":
-        ours = LOSS_SCALES[params["recipes"][recipe]["loss"]]
-        return run["loss"] * LOSS_SCALES[row.get("convention", params["recipes"][recipe]["loss"])] / ours
+    if quantity == "final_loss":  # in the published figure's loss convention
+        recorded = params["recipes"][recipe]["loss"]
+        return run["loss"] * LOSS_SCALES[row.get("convention", recorded)] / LOSS_SCALES[recorded]
     if quantity == "weight":
         return run["weights"][0]
     if quantity == "bias":
@@ -63,10 +62,9 @@ def build(params: dict) -> tuple[list[dict], str]:
     import pandas as pd
 
     published = yaml.safe_load(PUBLISHED.read_text())
-    variants = ("gd", "sgd", "minibatch")
     try:
-        runs = {v: read_json(ROOT / f"metrics/train/{v}.json") for v in variants}
-        curves = {v: pd.read_csv(ROOT / f"plots/train/{v}.csv") for v in variants}
+        runs = {v: read_json(ROOT / f"metrics/train/{v}.json") for v in VARIANTS}
+        curves = {v: pd.read_csv(ROOT / f"plots/train/{v}.csv") for v in VARIANTS}
         evaluation = read_json(ROOT / "metrics/evaluate.json")
     except FileNotFoundError as missing:
         raise UserError(f"{missing.filename} not found; run `dvc repro` first") from None

@@ -157,7 +157,7 @@ class _Watch:
         losses = self.loss(thetas)
         sound = self.sound(thetas, losses)
         ok = int(sound.all()) * len(sound) or int(torch.argmin(sound.int()))
-        host = losses[:ok].double().cpu().numpy()
+        host = losses[:ok].cpu().double().numpy()  # MPS has no float64: convert on the host
         if not self.losses:  # the starting point fixes the blow-up limit
             self.limit = self.plan.blowup * max(float(host[0]), np.finfo(np.float64).tiny)
         self.losses.append(host)
@@ -171,8 +171,8 @@ class _Watch:
         schedule, plan = self.schedule, self.plan
         order = schedule.order.to(self.features.device)
         for update in range(first, last):
-            batch = order[schedule.epochs_of[update],
-                          schedule.starts[update]:schedule.starts[update] + schedule.batch_sizes[update]]
+            start = schedule.starts[update]
+            batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
             x, y = self.features[batch], self.targets[batch]
             residuals = x @ theta[:-1] + theta[-1] - y
             step = 2 * plan.loss_scale * plan.lr / len(batch)
@@ -242,7 +242,7 @@ def _update_maps(features1, targets, order, schedule, plan, first, last) -> torc
     index = torch.full(columns.shape, n, dtype=torch.long)
     index[torch.from_numpy(valid)] = schedule.order[torch.from_numpy(rows[valid]),
                                                     torch.from_numpy(columns[valid])]
-    index = index.to(device)
+    index = index.to(device)  # one copy per chunk, not per update
     batch_x, batch_y = features1[index], targets[index]             # (K, m, p), (K, m)
     step = torch.as_tensor(2 * plan.loss_scale * plan.lr / sizes, device=device, dtype=dtype)
     maps = torch.zeros(len(sizes), p + 1, p + 1, device=device, dtype=dtype)
@@ -282,7 +282,8 @@ def _segment_maps(maps: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
     offsets = np.arange(width)
     valid = offsets < lengths[:, None]
     source = (np.r_[0, ends[:-1]][:, None] + offsets)[valid]
-    padded[torch.from_numpy(valid)] = maps[torch.from_numpy(source)]
+    mask = torch.from_numpy(valid).to(maps.device)
+    padded[mask] = maps[torch.from_numpy(source).to(maps.device)]
     return _compose(padded)
 
 

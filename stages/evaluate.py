@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import (ROOT, VARIANTS, UserError, cli, load_params, positive_float,
-                           read_json, require, write_csv, write_json)
+from stages.common import (LOSS_SCALES, ROOT, VARIANTS, UserError, cli, load_params,
+                           positive_float, read_json, require, write_csv, write_json)
 
 NOT_REACHED = "not reached"
 DIVERGED = "diverged"
-LOSS_SCALES = {"half_squared": 0.5, "mse": 1.0}
 
 
 def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) -> dict:

@@ -86,7 +86,8 @@ def main() -> None:
     override = os.environ.get(OVERRIDE_VARIABLE, "").strip()
     sources = [override] if override else list(require(params, "fetch.sources"))
     if not sources:
-        raise UserError(f"fetch.sources is empty; list at least one URL or set {OVERRIDE_VARIABLE}")
+        raise UserError("fetch.sources is empty; list at least one URL or set "
+                        f"{OVERRIDE_VARIABLE}")
     expected = str(require(params, "fetch.sha256")).lower()
     destination = ROOT / require(params, "fetch.output")
     used = fetch(sources, expected, destination)

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import (ROOT, VARIANTS, UserError, cli, load_params, positive_float,
-                           positive_int, require, write_csv, write_json)
+from stages.common import (LOSS_SCALES, ROOT, VARIANTS, UserError, cli, load_params,
+                           positive_float, positive_int, require, write_csv, write_json)
 
-LOSS_SCALES = {"half_squared": 0.5, "mse": 1.0}
 DTYPES = ("float32", "float64")
 FLOAT_FORMAT = "%.10g"
 
@@ -166,7 +165,7 @@ def train_recipe(recipe: Recipe, variant: str, params: dict[str, Any], device, d
                           "updates": updates, "examples": examples, "loss": losses[:points]})
     timing = pd.DataFrame({"recipe": recipe.name, "variant": variant, "updates": updates,
                            "seconds": trajectory.seconds})
-    final_w = trajectory.weights[points - 1].double().cpu().numpy()
+    final_w = trajectory.weights[points - 1].cpu().double().numpy()
     final_b = float(trajectory.biases[points - 1])
     summary = {
         "batch_size": batch_size, "lr": recipe.lr, "epochs": recipe.epochs, "examples": n,
@@ -198,6 +197,8 @@ def main(variant: str = "") -> None:
     dtype_name = require(params, "dtype")
     if dtype_name not in DTYPES:
         raise UserError(f"dtype must be float32 or float64, got {dtype_name!r}")
+    if device.type == "mps" and dtype_name == "float64":
+        raise UserError("MPS devices have no float64; set dtype: float32 or device: cpu")
     engine = require(params, "train.engine")
     if engine not in ENGINES:
         raise UserError(f"train.engine must be one of {', '.join(ENGINES)}, got {engine!r}")

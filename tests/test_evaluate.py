@@ -70,3 +70,13 @@ def test_judge_says_not_reached_and_diverged_explicitly():
     metrics, speed = judge(run, curve, timing, OPTIMUM, None, target_excess=0.01)
     assert metrics["diverged"] is True and metrics["diverged_at_update"] == 42
     assert metrics["final_loss"] == DIVERGED == speed["seconds_to_target"]
+
+
+def test_the_readme_table_is_the_one_the_compare_stage_wrote():
+    from stages.common import ROOT
+    from stages.compare import TABLE_END, TABLE_START
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert section == (ROOT / "metrics/reference.md").read_text().strip()
+    assert section.count("\n") >= 10
