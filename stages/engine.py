@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stages.common import UserError
+
 ENGINES = ("affine", "loop")
 # The affine engine works in chunks of about this many gathered rows (updates x batch size),
 # which bounds its memory whatever the run's length.
@@ -89,8 +91,6 @@ class Trajectory:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks cuda, else mps, else cpu; a named device must exist (no silent fallback)."""
-    from stages.common import UserError
-
     name = str(name).strip().lower()
     mps = getattr(torch.backends, "mps", None)
     mps_ok = bool(mps and mps.is_available())
@@ -155,10 +155,13 @@ class _Watch:
     def record(self, thetas: torch.Tensor) -> int:
         """Log the rows; return how many are sound before the first unsound (one host sync)."""
         losses = self.loss(thetas)
-        sound = self.sound(thetas, losses)
-        ok = int(sound.all()) * len(sound) or int(torch.argmin(sound.int()))
+        unsound = (~self.sound(thetas, losses)).nonzero()
+        ok = int(unsound[0, 0]) if len(unsound) else len(losses)
         host = losses[:ok].cpu().double().numpy()  # MPS has no float64: convert on the host
         if not self.losses:  # the starting point fixes the blow-up limit
+            if ok == 0:
+                raise UserError("the initial parameters give a non-finite loss; use a "
+                                "smaller init or standardize the data")
             self.limit = self.plan.blowup * max(float(host[0]), np.finfo(np.float64).tiny)
         self.losses.append(host)
         return ok
