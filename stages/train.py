@@ -159,26 +159,26 @@ def train_recipe(recipe: Recipe, variant: str, params: dict[str, Any], device, d
         trajectory = train(features, targets, weights.to(device, dtype), bias.to(device, dtype),
                            plan, schedule, engine=engine, progress=bar.update)
     losses, updates = trajectory.losses, trajectory.log_updates
-    points, diverged_at = len(losses), trajectory.diverged_at_update
+    diverged_at = trajectory.diverged_at_update
     examples = np.r_[0, np.cumsum(schedule.batch_sizes)][updates]
     curve = pd.DataFrame({"recipe": recipe.name, "variant": variant, "epoch": examples / n,
-                          "updates": updates, "examples": examples, "loss": losses[:points]})
+                          "updates": updates, "examples": examples, "loss": losses})
     timing = pd.DataFrame({"recipe": recipe.name, "variant": variant, "updates": updates,
                            "seconds": trajectory.seconds})
-    final_w = trajectory.weights[points - 1].cpu().double().numpy()
-    final_b = float(trajectory.biases[points - 1])
+    final_w = trajectory.weights[-1].cpu().double().numpy()
+    final_b = float(trajectory.biases[-1])
     summary = {
         "batch_size": batch_size, "lr": recipe.lr, "epochs": recipe.epochs, "examples": n,
         "updates": int(updates[-1]), "diverged": diverged_at is not None,
         "weights": [float(v) for v in final_w], "bias": final_b,
-        "loss": float(losses[points - 1]), "initial_loss": float(losses[0]),
+        "loss": float(losses[-1]), "initial_loss": float(losses[0]),
     }
     if diverged_at is not None:
         summary["diverged_at_update"] = int(diverged_at)
-        # The last finite point is kept; its loss is not a result of the full run.
-        summary["last_finite_loss"] = summary.pop("loss")
+        # The run stopped at its last sound logging point; that loss is no final result.
+        summary["last_logged_loss"] = summary.pop("loss")
     epochs_run = examples[-1] / n
-    summary_timing = {"seconds": float(trajectory.seconds[points - 1])}
+    summary_timing = {"seconds": float(trajectory.seconds[-1])}
     if epochs_run > 0:  # a run that diverged in its first logging interval has no rate
         summary_timing["seconds_per_epoch"] = summary_timing["seconds"] / epochs_run
     return {**summary, "timing": summary_timing}, curve, timing
