@@ -87,6 +87,15 @@ def finite_float(value: Any, name: str) -> float:
     return float(value)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+CURRENT_UMASK = _current_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on a temporary file beside path, then rename it into place.
 
@@ -99,6 +108,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~CURRENT_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
