@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.requirements-installed
 # Stage commands call `python` and `dvc`: make them the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: pipeline test venv
+.PHONY: pipeline test venv plots-offline
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -20,3 +20,8 @@ pipeline: $(STAMP)
 
 test: $(STAMP)
 	python -m pytest
+
+# `dvc plots` HTML loads vega from a CDN; this builds a template that works offline
+# (needs npm once): dvc plots diff A B --html-template .dvc/plots/offline.html
+plots-offline: $(STAMP)
+	python -m stages.offline_html

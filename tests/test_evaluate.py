@@ -80,3 +80,12 @@ def test_the_readme_table_is_the_one_the_compare_stage_wrote():
     section = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
     assert section == (ROOT / "metrics/reference.md").read_text().strip()
     assert section.count("\n") >= 10
+
+
+def test_the_offline_template_refuses_scripts_that_would_break_it():
+    from stages.common import UserError
+    from stages.offline_html import template
+
+    assert template(["var a = 1;"]).count("{plot_divs}") == 1
+    with pytest.raises(UserError, match="cannot be inlined"):
+        template(["document.write('</script>')"])

@@ -188,3 +188,14 @@ def test_the_experiment_workflow(project, env):
     gd = {rev: [r["loss"] for r in rows if r["rev"] == rev and r["variant"] == "gd"]
           for rev in ("bs20", "bs100")}
     assert gd["bs20"] == gd["bs100"]
+
+
+def test_dvc_plots_use_the_offline_template_instead_of_the_cdn(built, env, tmp_path):
+    from stages.offline_html import template
+
+    page = tmp_path / "offline.html"
+    page.write_text(template(["window.fakeVega = 1;", "window.fakeVegaLite = 2;"]))
+    dvc(built, env, "plots", "show", "--html-template", str(page), "-o", str(tmp_path / "out"))
+    html = (tmp_path / "out/index.html").read_text()
+    assert "window.fakeVegaLite = 2;" in html and "plots_loss_airfoil_csv" in html
+    assert "cdn.jsdelivr.net" not in html and "{plot_divs}" not in html
