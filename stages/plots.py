@@ -6,13 +6,13 @@ mini-batches win). Both on log axes. Writes plots/comparison.png.
 """
 from __future__ import annotations
 
-from stages.common import ROOT, UserError, atomic_write, cli, load_params, require
+from stages.common import ROOT, UserError, atomic_write, cli, load_params, read_json, require
 
 COLOURS = {"gd": "tab:blue", "sgd": "tab:orange", "minibatch": "tab:green"}
 LABELS = {"gd": "GD (whole set)", "sgd": "SGD (batch 1)", "minibatch": "mini-batch"}
 
 
-def draw(recipes: list[str], output) -> None:
+def draw(recipes: list[str], judged: dict, output) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -36,22 +36,30 @@ def draw(recipes: list[str], output) -> None:
             axis = axes[row][column]
             for variant, curve in frame.groupby("variant", sort=False):
                 excess = (curve["loss"] - optimum).clip(lower=floor)
+                legend = LABELS.get(variant, variant)
+                if judged[name][variant]["diverged"]:  # its curve stops where it blew up
+                    legend += f", diverged at update {judged[name][variant]['diverged_at_update']}"
                 axis.plot(curve[x], excess, color=COLOURS.get(variant), marker=".",
-                          markersize=3, linewidth=1.2, label=LABELS.get(variant, variant))
+                          markersize=3, linewidth=1.2, label=legend)
             axis.set_yscale("log")
             axis.set_xlabel(label)
             axis.grid(True, which="major", alpha=0.3)
         axes[0][column].set_title(f"{name}\nclosed-form loss {optimum:.6g}", fontsize=9)
     axes[0][0].set_ylabel("loss - closed-form loss")
     axes[1][0].set_ylabel("loss - closed-form loss")
-    axes[0][-1].legend(fontsize=8)
+    for column in range(len(recipes)):
+        axes[0][column].legend(fontsize=7)
     atomic_write(output, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     plt.close(figure)
 
 
 def main() -> None:
     recipes = require(load_params(), "recipes")
-    draw(list(recipes), ROOT / "plots/comparison.png")
+    try:
+        judged = read_json(ROOT / "metrics/evaluate.json")
+    except FileNotFoundError:
+        raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
+    draw(list(recipes), judged, ROOT / "plots/comparison.png")
     print("wrote plots/comparison.png")
 
 
