@@ -28,8 +28,7 @@ def our_figure(row: dict, params: dict, runs: dict, evaluation: dict, curves: di
     if quantity == "closed_form_loss":
         return evaluation[recipe]["closed_form"]["loss"]
     run = runs[variant]["recipes"][recipe]
-    differs = {key: run[key] for key, value in row.get("needs", {}).items() if run[key] != value}
-    if differs:
+    if any(run[key] != value for key, value in row.get("needs", {}).items()):
         settings = ", ".join(f"{key} {value}" for key, value in row["needs"].items())
         return f"not in this run ({settings} needed)"
     if run["diverged"]:

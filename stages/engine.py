@@ -321,10 +321,10 @@ def _train_affine(features, targets, theta, plan, schedule, watch, progress):
         progress(last - done)
         sound = watch.record(states[:, :-1])
         if sound < len(ends):
-            previous = torch.cat(logged)[-len(ends) - 1 + sound]
+            trajectory = torch.cat(logged)
             first = done + (int(ends[sound - 1]) if sound else 0)
-            return (torch.cat(logged), np.array(seconds),
-                    watch.first_unsound_update(previous, first, done + int(ends[sound])))
+            return (trajectory, np.array(seconds), watch.first_unsound_update(
+                trajectory[-len(ends) - 1 + sound], first, done + int(ends[sound])))
         state = states[-1]
         done = last
     return torch.cat(logged), np.array(seconds), None
