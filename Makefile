@@ -24,4 +24,4 @@ test: $(STAMP)
 # `dvc plots` HTML loads vega from a CDN; this builds a template that works offline
 # (needs npm once): dvc plots diff A B --html-template .dvc/plots/offline.html
 plots-offline: $(STAMP)
-	python -m stages.offline_html
+	python -m descent.offline_html

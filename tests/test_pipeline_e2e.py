@@ -191,7 +191,7 @@ def test_the_experiment_workflow(project, env):
 
 
 def test_dvc_plots_use_the_offline_template_instead_of_the_cdn(built, env, tmp_path):
-    from stages.offline_html import template
+    from descent.offline_html import template
 
     page = tmp_path / "offline.html"
     page.write_text(template(["window.fakeVega = 1;", "window.fakeVegaLite = 2;"]))

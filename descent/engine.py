@@ -23,12 +23,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.common import UserError
-
-ENGINES = ("affine", "loop")
+from descent.config import ENGINES  # noqa: F401  (re-exported: the engines' names)
+from descent.io import UserError
 # The affine engine works in chunks of about this many gathered rows (updates x batch size),
 # which bounds its memory whatever the run's length.
 ROWS_PER_CHUNK = 1 << 18
+
+
+def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int) -> int:
+    """Bytes one run needs at its peak, estimated from its plan (engine affine or loop).
+
+    The schedule holds every epoch's order (epochs x N indices) and a few numbers per update;
+    a chunk holds its rows gathered, one (p+1)^2 map per update (three times, for the scan's
+    temporaries) and an N x (points in the chunk) residual matrix for the logged losses. A
+    chunk stretches to the next logging point, so log_every sets its size when it is larger.
+    """
+    p1, n = n_features + 1, n_examples
+    size = min(plan.batch_size, n)
+    per_epoch = n // size + (1 if n % size and not plan.drop_last else 0)
+    updates = plan.epochs * per_epoch
+    points = updates * size // plan.log_every + plan.epochs + 1
+    rows = min(max(ROWS_PER_CHUNK, plan.log_every + size), updates * size)
+    chunk_updates = max(1, rows // size)
+    chunk_points = min(points, rows // plan.log_every + 2)
+    return (plan.epochs * n * 8 + updates * 40 + points * (p1 * itemsize * 2 + 16)
+            + rows * (p1 * itemsize * 2 + 8) + chunk_updates * p1 * p1 * itemsize * 3
+            + n * chunk_points * itemsize * 2)
 
 
 @dataclass(frozen=True)
@@ -38,11 +58,11 @@ class Plan:
     batch_size: int
     epochs: int
     lr: float
-    loss_scale: float = 0.5  # of the loss whose gradient drives the update
+    gradient_scale: float = 0.5  # scale of the loss whose gradient drives the update
     shuffle: bool = True
     drop_last: bool = False
     log_every: int = 100     # examples between logged losses (d2l: 100); epoch ends too
-    report_scale: float = 0.5  # of the loss recorded on the whole set at logging points
+    recorded_scale: float = 0.5  # scale of the whole-set loss recorded at logging points
     blowup: float = 1e6      # a logged loss above blowup x the initial loss counts as diverged
 
 
@@ -147,15 +167,15 @@ class _Watch:
 
     def loss(self, thetas: torch.Tensor) -> torch.Tensor:
         residuals = self.features @ thetas[:, :-1].T + thetas[:, -1] - self.targets[:, None]
-        return self.plan.report_scale * residuals.square().mean(dim=0)
+        return self.plan.recorded_scale * residuals.square().mean(dim=0)
 
-    def sound(self, thetas: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    def is_sound(self, thetas: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(thetas).all(dim=1) & torch.isfinite(losses) & (losses <= self.limit)
 
     def record(self, thetas: torch.Tensor) -> int:
         """Log the rows; return how many are sound before the first unsound (one host sync)."""
         losses = self.loss(thetas)
-        unsound = (~self.sound(thetas, losses)).nonzero()
+        unsound = (~self.is_sound(thetas, losses)).nonzero()
         ok = int(unsound[0, 0]) if len(unsound) else len(losses)
         host = losses[:ok].cpu().double().numpy()  # MPS has no float64: convert on the host
         if not self.losses:  # the starting point fixes the blow-up limit
@@ -178,9 +198,9 @@ class _Watch:
             batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
             x, y = self.features[batch], self.targets[batch]
             residuals = x @ theta[:-1] + theta[-1] - y
-            step = 2 * plan.loss_scale * plan.lr / len(batch)
+            step = 2 * plan.gradient_scale * plan.lr / len(batch)
             theta = theta - step * torch.cat([x.T @ residuals, residuals.sum().reshape(1)])
-            if not bool(self.sound(theta[None], self.loss(theta[None]))[0]):
+            if not bool(self.is_sound(theta[None], self.loss(theta[None]))[0]):
                 return update + 1
         return last
 
@@ -207,7 +227,7 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         batch = order[epoch, start:start + size]
         optimizer.zero_grad()
         residuals = model(features[batch]).squeeze(1) - targets[batch]
-        loss = plan.loss_scale * residuals.square().mean()
+        loss = plan.gradient_scale * residuals.square().mean()
         loss.backward()
         optimizer.step()
         if update == log_after[point]:
@@ -216,9 +236,9 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
             seconds[point] = pause - started - paused
             with torch.no_grad():  # the loss evaluation is not timed, as in d2l
                 logged[point] = torch.cat([model.weight[0], model.bias])
-                sound = watch.record(logged[point:point + 1])
+                n_sound = watch.record(logged[point:point + 1])
             progress(update - log_after[point - 1])
-            if not sound:
+            if not n_sound:
                 first = int(log_after[point - 1])
                 return logged, seconds, watch.first_unsound_update(logged[point - 1], first,
                                                                    update)
@@ -247,7 +267,7 @@ def _update_maps(features1, targets, order, schedule, plan, first, last) -> torc
                                                     torch.from_numpy(columns[valid])]
     index = index.to(device)  # one copy per chunk, not per update
     batch_x, batch_y = features1[index], targets[index]             # (K, m, p), (K, m)
-    step = torch.as_tensor(2 * plan.loss_scale * plan.lr / sizes, device=device, dtype=dtype)
+    step = torch.as_tensor(2 * plan.gradient_scale * plan.lr / sizes, device=device, dtype=dtype)
     maps = torch.zeros(len(sizes), p + 1, p + 1, device=device, dtype=dtype)
     maps[:, :p, :p] = torch.eye(p, device=device, dtype=dtype) \
         - step[:, None, None] * (batch_x.transpose(1, 2) @ batch_x)
@@ -319,12 +339,12 @@ def _train_affine(features, targets, theta, plan, schedule, watch, progress):
         elapsed += chunk_seconds
         logged.append(states[:, :-1])
         progress(last - done)
-        sound = watch.record(states[:, :-1])
-        if sound < len(ends):
+        n_sound = watch.record(states[:, :-1])
+        if n_sound < len(ends):
             trajectory = torch.cat(logged)
-            first = done + (int(ends[sound - 1]) if sound else 0)
+            first = done + (int(ends[n_sound - 1]) if n_sound else 0)
             return (trajectory, np.array(seconds), watch.first_unsound_update(
-                trajectory[-len(ends) - 1 + sound], first, done + int(ends[sound])))
+                trajectory[-len(ends) - 1 + n_sound], first, done + int(ends[n_sound])))
         state = states[-1]
         done = last
     return torch.cat(logged), np.array(seconds), None

@@ -5,7 +5,7 @@ offline. This helper (for `make plots-offline`, not a DVC stage) takes the three
 browser builds from their npm packages and inlines them in a template with DVC's
 `{plot_divs}` marker:
 
-    python -m stages.offline_html            # needs npm and the npm registry, once
+    python -m descent.offline_html            # needs npm and the npm registry, once
     dvc plots diff A B --html-template .dvc/plots/offline.html
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from stages.common import ROOT, UserError, cli, write_text
+from descent.io import ROOT, UserError, cli, write_text
 
 PACKAGES = {"vega@5": "vega.min.js", "vega-lite@5": "vega-lite.min.js",
             "vega-embed@6": "vega-embed.min.js"}

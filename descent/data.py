@@ -1,0 +1,157 @@
+"""The datasets: the airfoil file parsed and standardized, synthetic sets, and loading a
+prepared CSV (feature columns, then the target) with a clear error for every bad file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from descent.config import AIRFOIL_CSV, Config, Recipe, SyntheticSet
+from descent.io import ROOT, UserError, relative
+from descent.limits import check_memory
+
+COLUMNS = ("frequency", "angle_of_attack", "chord_length", "free_stream_velocity",
+           "displacement_thickness", "sound_pressure")  # the last one is the target
+EXACT = "%.17g"  # round-trips float64
+
+
+# --- the airfoil file ----------------------------------------------------------------
+def parse_airfoil(text: str, source: str) -> np.ndarray:
+    """Rows of tab-separated numbers, one per line; a bad line is named by its number."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split("\t")
+        if len(fields) != len(COLUMNS):
+            raise UserError(f"{source} line {number}: expected {len(COLUMNS)} tab-separated "
+                            f"columns, found {len(fields)}; is this the airfoil file?")
+        if any(not field.strip() for field in fields):
+            raise UserError(f"{source} line {number}: missing value; fix or re-fetch the file")
+        try:
+            values = [float(field) for field in fields]
+        except ValueError:
+            raise UserError(f"{source} line {number}: non-numeric value in {line.strip()!r}; "
+                            "fix or re-fetch the file") from None
+        if not np.all(np.isfinite(values)):
+            raise UserError(f"{source} line {number}: missing or infinite value; "
+                            "fix or re-fetch the file")
+        rows.append(values)
+    if len(rows) < 2:
+        raise UserError(f"{source} has {len(rows)} data rows; at least 2 are needed")
+    return np.array(rows, dtype=np.float64)
+
+
+def read_airfoil(raw: Path) -> np.ndarray:
+    try:
+        text = raw.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{relative(raw)} not found; run `dvc repro fetch` first") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise UserError(f"{relative(raw)} is not a text file; re-fetch it with "
+                        "`dvc repro --force fetch`") from None
+    return parse_airfoil(text, raw.name)
+
+
+def standardize(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zero mean, unit population std (ddof=0, as numpy and d2l) per column."""
+    mean = table.mean(axis=0)
+    std = table.std(axis=0)
+    constant = [name for name, s in zip(COLUMNS, std) if s == 0]
+    if constant:
+        raise UserError(f"column {', '.join(constant)} is constant, so it cannot be "
+                        "standardized; the data file is wrong")
+    return (table - mean) / std, mean, std
+
+
+# --- synthetic sets --------------------------------------------------------------------
+def check_fits(spec: SyntheticSet) -> None:
+    """Refuse a set too large to generate, before any set is written."""
+    # features, target, the frame and its CSV text (~25 bytes a value) live at once.
+    check_memory(f"synthetic.{spec.name}", spec.n_rows * (len(spec.weights) + 1) * (3 * 8 + 25),
+                 f"lower synthetic.{spec.name}.n_rows")
+
+
+def generate(spec: SyntheticSet) -> tuple[np.ndarray, np.ndarray]:
+    """y = X w + b + noise_std * N(0, 1), from the set's own seeded generator."""
+    n, p = spec.n_rows, len(spec.weights)
+    rng = np.random.default_rng(spec.seed)
+    kind, a, b = spec.features.kind, spec.features.a, spec.features.b
+    if kind == "grid":  # a, a + b, a + 2b, ...: the same evenly spaced grid per feature
+        features = np.repeat((a + b * np.arange(n))[:, None], p, axis=1)
+    elif kind == "uniform":
+        features = rng.uniform(a, b, size=(n, p))
+    else:
+        features = rng.normal(a, b, size=(n, p))
+    target = features @ np.array(spec.weights) + spec.bias \
+        + spec.noise_std * rng.standard_normal(n)
+    return features, target
+
+
+def truth(spec: SyntheticSet) -> dict:
+    return {"weights": list(spec.weights), "bias": spec.bias, "noise_std": spec.noise_std,
+            "n_rows": spec.n_rows}
+
+
+# --- prepared CSVs ---------------------------------------------------------------------
+def load_dataset(path: Path, n_features: int | None = None, key: str = "") -> \
+        tuple[np.ndarray, np.ndarray]:
+    """A prepared CSV with a header: feature columns, then the target as the last column.
+
+    Every way a file can be wrong (missing, a folder, empty, not CSV, wrong columns,
+    non-numeric or non-finite values) is one clear UserError naming the file and `key`.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    name = relative(path)
+    where = f" (set by {key})" if key else ""
+    if not path.exists():
+        raise UserError(f"{name}{where} does not exist; check the path in params.yaml")
+    if not path.is_file():
+        raise UserError(f"{name}{where} is a folder, not a CSV file; point it at a file")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{name}{where} is empty; rebuild it with `dvc repro` or point "
+                        "it at a CSV file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{name}{where} is not a CSV table ({type(error).__name__}); point "
+                        "it at a comma-separated file with a header row") from None
+    if table.shape[1] < 2:
+        raise UserError(f"{name}{where} has {table.shape[1]} column; a prepared CSV has "
+                        "comma-separated feature columns then the target, with a header "
+                        "(is it the raw tab-separated file?)")
+    if n_features is not None and table.shape[1] != n_features + 1:
+        raise UserError(f"{name}{where} has {table.shape[1]} columns but {n_features} "
+                        f"features + 1 target were expected; rebuild it with `dvc repro`")
+    try:
+        values = table.to_numpy(dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UserError(f"{name}{where} has non-numeric values; fix the file") from None
+    if len(values) < 1 or not np.isfinite(values).all():
+        raise UserError(f"{name}{where} has no rows or missing/non-finite values; fix the "
+                        "file")
+    return values[:, :-1], values[:, -1]
+
+
+def load_recipe_data(config: Config, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    path = ROOT / recipe.data
+    if not path.exists() and config.is_pipeline_output(recipe.data):
+        stage = "prepare" if recipe.data == AIRFOIL_CSV else "synthesize"
+        raise UserError(f"{recipe.data} is not built yet; run `dvc repro {stage}` (or "
+                        "`dvc repro`) first")
+    return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data")
+
+
+def check_datasets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every recipe's data, loaded and checked before any training starts."""
+    loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for recipe in config.recipes.values():
+        features, targets = loaded[recipe.name] = load_recipe_data(config, recipe)
+        weights = recipe.init.weights
+        if isinstance(weights, tuple) and len(weights) != features.shape[1]:
+            raise UserError(f"params.yaml: recipes.{recipe.name}.init.weights lists "
+                            f"{len(weights)} numbers but {recipe.data} has "
+                            f"{features.shape[1]} features; give one per feature")
+    return loaded
