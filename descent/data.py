@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from descent.config import AIRFOIL_CSV, Config, Recipe, SyntheticSet
-from descent.io import ROOT, UserError, relative
+from descent.io import ROOT, UserError, relative, write_csv, write_json
 from descent.limits import check_memory
 
 COLUMNS = ("frequency", "angle_of_attack", "chord_length", "free_stream_velocity",
@@ -155,3 +155,33 @@ def check_datasets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                             f"{len(weights)} numbers but {recipe.data} has "
                             f"{features.shape[1]} features; give one per feature")
     return loaded
+
+
+# --- what the data stages write --------------------------------------------------------
+def prepare(raw: Path, n_train: int, table_path: Path, scaling_path: Path) -> None:
+    """Standardize the raw airfoil file over all rows; keep the first n_train rows."""
+    import pandas as pd
+
+    table = read_airfoil(raw)
+    if n_train > len(table):
+        raise UserError(f"params.yaml: prepare.n_train is {n_train} but {raw.name} has only "
+                        f"{len(table)} rows; lower it in params.yaml")
+    scaled, mean, std = standardize(table)
+    write_csv(table_path, pd.DataFrame(scaled[:n_train], columns=COLUMNS), float_format=EXACT)
+    write_json(scaling_path, {
+        "rows_standardized": len(table), "rows_kept": n_train, "target": COLUMNS[-1],
+        "mean": dict(zip(COLUMNS, mean.tolist())), "std": dict(zip(COLUMNS, std.tolist()))})
+
+
+def synthesize(sets: dict[str, SyntheticSet], folder: Path) -> None:
+    """<name>.csv (x1..xd, y) and <name>.json (the truth) for every set; sizes checked first."""
+    import pandas as pd
+
+    for spec in sets.values():
+        check_fits(spec)
+    for name, spec in sets.items():
+        features, target = generate(spec)
+        columns = [f"x{i + 1}" for i in range(features.shape[1])]
+        write_csv(folder / f"{name}.csv",
+                  pd.DataFrame(features, columns=columns).assign(y=target), float_format=EXACT)
+        write_json(folder / f"{name}.json", truth(spec))

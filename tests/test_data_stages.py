@@ -6,10 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from stages import fetch, prepare, synthesize
-from stages.common import UserError, load_params
+from descent import data
+from descent import download as fetch
+from descent.config import parse
+from descent.io import UserError
+from tests.factory import AIRFOIL_SHA256, REFERENCE, params
 
-AIRFOIL_SHA256 = "74c75fd71783f1e6b71f8a622b993dc592897a97cd689c5090a07147a1b097b3"
+
+def synthetic_sets(sets: dict) -> dict:
+    """Validated SyntheticSet objects for raw `synthetic:` settings."""
+    return parse(params(synthetic=sets, recipes={"r": REFERENCE["recipes"]["airfoil"]},
+                        variants={v: {"r": {"lr": 1.0, "epochs": 1}}
+                                  for v in ("gd", "sgd", "minibatch")})).synthetic
 
 
 # --- fetch ---------------------------------------------------------------------------
@@ -59,19 +67,21 @@ def test_fetch_tries_sources_in_order(airfoil_file, tmp_path):
 
 
 def test_params_point_fetch_at_the_two_public_sources_and_the_known_hash():
-    params = load_params()
-    assert params["fetch"]["sha256"] == AIRFOIL_SHA256
-    assert [source.rsplit("/", 1)[-1] for source in params["fetch"]["sources"]] == \
+    from descent.config import load
+
+    fetch_config = load().fetch  # the project's own params.yaml, read when the test runs
+    assert fetch_config.sha256 == AIRFOIL_SHA256
+    assert [source.rsplit("/", 1)[-1] for source in fetch_config.sources] == \
         ["airfoil_self_noise.dat"] * 2
-    assert "archive.ics.uci.edu" in params["fetch"]["sources"][0]
-    assert "d2l-data" in params["fetch"]["sources"][1]
+    assert "archive.ics.uci.edu" in fetch_config.sources[0]
+    assert "d2l-data" in fetch_config.sources[1]
 
 
 # --- prepare -------------------------------------------------------------------------
 def run_prepare(raw_text: str, tmp_path, n_train: int = 2):
     raw = tmp_path / "raw.dat"
     raw.write_text(raw_text)
-    prepare.prepare(raw, n_train, tmp_path / "table.csv", tmp_path / "scaling.json")
+    data.prepare(raw, n_train, tmp_path / "table.csv", tmp_path / "scaling.json")
     return tmp_path / "table.csv", tmp_path / "scaling.json"
 
 
@@ -79,7 +89,7 @@ def test_prepare_standardizes_over_all_rows_and_keeps_the_first_1500(airfoil_fil
     import pandas as pd
 
     table_path, scaling_path = tmp_path / "t.csv", tmp_path / "s.json"
-    prepare.prepare(airfoil_file, 1500, table_path, scaling_path)
+    data.prepare(airfoil_file, 1500, table_path, scaling_path)
     table = pd.read_csv(table_path)
     # Independent computation: numpy's own parser and (x - mean) / std with ddof=0.
     raw = np.loadtxt(airfoil_file, delimiter="\t")
@@ -92,7 +102,7 @@ def test_prepare_standardizes_over_all_rows_and_keeps_the_first_1500(airfoil_fil
     np.testing.assert_allclose(table.to_numpy(), expected, rtol=0, atol=1e-14)
     scaling = json.loads(scaling_path.read_text())
     for key, expected_values in (("mean", raw.mean(axis=0)), ("std", raw.std(axis=0))):
-        saved = [scaling[key][column] for column in prepare.COLUMNS]
+        saved = [scaling[key][column] for column in data.COLUMNS]
         np.testing.assert_allclose(saved, expected_values, rtol=1e-15)
     assert scaling["rows_standardized"] == 1503 and scaling["rows_kept"] == 1500
 
@@ -118,14 +128,17 @@ def test_prepare_rejects_n_train_larger_than_the_data(tmp_path):
 
 def test_prepare_names_the_missing_raw_file(tmp_path):
     with pytest.raises(UserError, match="run `dvc repro fetch` first"):
-        prepare.prepare(tmp_path / "absent.dat", 2, tmp_path / "t.csv", tmp_path / "s.json")
+        data.prepare(tmp_path / "absent.dat", 2, tmp_path / "t.csv", tmp_path / "s.json")
 
 
 # --- synthesize ----------------------------------------------------------------------
+REFERENCE_SETS = REFERENCE["synthetic"]
+
+
 def test_synthesize_is_byte_identical_for_the_same_params(tmp_path):
-    sets = load_params()["synthetic"]
-    synthesize.synthesize(sets, tmp_path / "a")
-    synthesize.synthesize(sets, tmp_path / "b")
+    sets = synthetic_sets(REFERENCE_SETS)
+    data.synthesize(sets, tmp_path / "a")
+    data.synthesize(sets, tmp_path / "b")
     names = sorted(path.name for path in (tmp_path / "a").iterdir())
     assert names == sorted(f"{name}.{ext}" for name in sets for ext in ("csv", "json"))
     for name in names:
@@ -133,54 +146,46 @@ def test_synthesize_is_byte_identical_for_the_same_params(tmp_path):
 
 
 def test_adding_a_set_leaves_the_others_unchanged(tmp_path):
-    sets = load_params()["synthetic"]
-    synthesize.synthesize(sets, tmp_path / "a")
-    extra = {"size": 50, "features": {"kind": "uniform", "low": -1, "high": 1},
+    data.synthesize(synthetic_sets(REFERENCE_SETS), tmp_path / "a")
+    extra = {"n_rows": 50, "features": {"kind": "uniform", "low": -1, "high": 1},
              "weights": [1.0, 2.0, 3.0], "bias": -1.0, "noise_std": 0.5, "seed": 7}
-    synthesize.synthesize({**sets, "cube": extra}, tmp_path / "b")
-    for name in sets:
+    data.synthesize(synthetic_sets({**REFERENCE_SETS, "cube": extra}), tmp_path / "b")
+    for name in REFERENCE_SETS:
         assert (tmp_path / "a" / f"{name}.csv").read_bytes() == \
             (tmp_path / "b" / f"{name}.csv").read_bytes()
     assert (tmp_path / "b" / "cube.csv").read_text().splitlines()[0] == "x1,x2,x3,y"
 
 
 def test_the_reference_sets_have_the_published_shapes_and_truths():
-    sets = load_params()["synthetic"]
-    line = synthesize.generate("line_minus5x", sets["line_minus5x"])
-    np.testing.assert_allclose(line[0][:, 0], -5.0 + 0.1 * np.arange(100))
-    assert line[0][-1, 0] == pytest.approx(4.9)
-    assert line[2]["weights"] == [-5.0] and line[2]["bias"] == 0.0
-    line2 = synthesize.generate("line_3x_plus_2", sets["line_3x_plus_2"])
-    assert line2[0].shape == (1000, 1) and 0 <= line2[0].min() and line2[0].max() < 1
-    plane = synthesize.generate("plane_2x1_minus3p4x2", sets["plane_2x1_minus3p4x2"])
-    assert plane[0].shape == (1000, 2) and plane[2]["weights"] == [2.0, -3.4]
-    assert plane[2]["bias"] == 4.2
+    sets = synthetic_sets(REFERENCE_SETS)
+    line, _ = data.generate(sets["line_minus5x"])
+    np.testing.assert_allclose(line[:, 0], -5.0 + 0.1 * np.arange(100))
+    assert line[-1, 0] == pytest.approx(4.9)
+    assert data.truth(sets["line_minus5x"])["weights"] == [-5.0]
+    line2, _ = data.generate(sets["line_3x_plus_2"])
+    assert line2.shape == (1000, 1) and 0 <= line2.min() and line2.max() < 1
+    plane, _ = data.generate(sets["plane_2x1_minus3p4x2"])
+    assert plane.shape == (1000, 2)
+    assert data.truth(sets["plane_2x1_minus3p4x2"]) == {
+        "weights": [2.0, -3.4], "bias": 4.2, "noise_std": 0.01, "n_rows": 1000}
 
 
 @pytest.mark.parametrize("name", ["line_minus5x", "line_3x_plus_2", "plane_2x1_minus3p4x2"])
 def test_synthetic_noise_matches_its_stated_law(name):
     """Residuals y - (Xw + b) are the noise: mean 0 and std noise_std, within sampling error."""
-    spec = load_params()["synthetic"][name]
-    features, target, truth = synthesize.generate(name, spec)
-    noise = target - features @ np.array(truth["weights"]) - truth["bias"]
-    n, sigma = len(noise), truth["noise_std"]
+    spec = synthetic_sets(REFERENCE_SETS)[name]
+    features, target = data.generate(spec)
+    noise = target - features @ np.array(spec.weights) - spec.bias
+    n, sigma = len(noise), spec.noise_std
     # 5 standard errors: the mean's is sigma/sqrt(n), the std's about sigma/sqrt(2n).
     assert abs(noise.mean()) < 5 * sigma / np.sqrt(n)
     assert abs(noise.std() - sigma) < 5 * sigma / np.sqrt(2 * n)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"size": 0}, "size must be a positive integer"),
-    ({"weights": []}, "weights must be a non-empty list"),
-    ({"features": {"kind": "poisson"}}, "features.kind must be one of grid, uniform, normal"),
-    ({"features": {"kind": "uniform", "low": 1, "high": 1}}, "needs low < high"),
-    ({"noise_std": -1}, "noise_std must be >= 0"),
-    ({"bias": "a lot"}, "bias must be a finite number"),
-    ({"seed": -3}, "seed must be a non-negative integer"),
-])
-def test_synthesize_rejects_bad_params(change, message, tmp_path):
-    spec = {**load_params()["synthetic"]["line_minus5x"], **change}
-    with pytest.raises(UserError, match=message):
-        synthesize.synthesize({"bad": spec}, tmp_path)
-    assert not tmp_path.joinpath("bad.csv").exists()
-
+def test_a_set_too_large_for_memory_is_refused_before_anything_is_written(tmp_path):
+    huge = {**REFERENCE_SETS["line_minus5x"], "n_rows": 10**12}
+    sets = synthetic_sets({"line_minus5x": REFERENCE_SETS["line_minus5x"], "huge": huge})
+    with pytest.raises(UserError, match=r"synthetic.huge would need about .* GiB of memory, "
+                                        r"above this machine's limit"):
+        data.synthesize(sets, tmp_path)
+    assert not tmp_path.joinpath("line_minus5x.csv").exists()

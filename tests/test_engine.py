@@ -7,8 +7,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.common import UserError
-from stages.engine import ENGINES, Plan, make_schedule, resolve_device, train
+from descent.io import UserError
+from descent.engine import ENGINES, Plan, make_schedule, resolve_device, train
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -29,7 +29,7 @@ def plain_loop(features, targets, weights, bias, plan, schedule):
             if plan.drop_last and len(batch) < plan.batch_size:
                 continue
             optimizer.zero_grad()
-            loss = plan.loss_scale * (model(features[batch]).squeeze(1) - targets[batch]) \
+            loss = plan.gradient_scale * (model(features[batch]).squeeze(1) - targets[batch]) \
                 .square().mean()
             loss.backward()
             optimizer.step()
@@ -53,7 +53,7 @@ def problems(draw):
     # lr <= 1 / (c max|x~|^2); staying under it keeps every step non-expansive.
     stable_lr = 1 / (loss_scale * float((features.square().sum(1) + 1).max()))
     plan = Plan(n_examples=n, batch_size=batch, epochs=draw(st.integers(1, 4)),
-                lr=draw(st.floats(0.01, 1.0)) * stable_lr, loss_scale=loss_scale,
+                lr=draw(st.floats(0.01, 1.0)) * stable_lr, gradient_scale=loss_scale,
                 shuffle=draw(st.booleans()), drop_last=draw(st.booleans()),
                 log_every=draw(st.integers(1, 2 * n)), blowup=1e300)
     return features, targets, plan, generator
@@ -120,7 +120,7 @@ def reference_divergence(features, targets, weights, bias, plan, schedule, blowu
     """First update of the plain loop whose parameters or whole-set loss are unsound."""
     history = plain_loop(features, targets, weights, bias, plan, schedule)
     residuals = features @ history[:, :-1].T + history[:, -1] - targets[:, None]
-    losses = plan.report_scale * residuals.square().mean(0)
+    losses = plan.recorded_scale * residuals.square().mean(0)
     limit = blowup * float(losses[0])
     sound = torch.isfinite(history).all(1) & torch.isfinite(losses) & (losses <= limit)
     return int(torch.argmin(sound.int())) if not bool(sound.all()) else None
@@ -149,19 +149,19 @@ def test_divergence_stops_at_the_exact_update(engine, dtype, lr, blowup):
 
 def test_each_variant_converges_to_the_true_parameters_within_the_noise():
     """Plane y = 2 x1 - 3.4 x2 + 4.2 + 0.01 eps; each variant from the same start."""
-    from stages.synthesize import generate
-    from stages.common import load_params
+    from descent.data import generate
+    from tests.factory import config
 
-    features_np, targets_np, truth = generate(
-        "plane", load_params()["synthetic"]["plane_2x1_minus3p4x2"])
+    spec = config().synthetic["plane_2x1_minus3p4x2"]
+    features_np, targets_np = generate(spec)
     features = torch.tensor(features_np)
     targets = torch.tensor(targets_np)
-    true = np.r_[truth["weights"], truth["bias"]]
-    n, sigma = len(targets_np), truth["noise_std"]
+    true = np.r_[spec.weights, spec.bias]
+    n, sigma = len(targets_np), spec.noise_std
     design = np.c_[features_np, np.ones(n)]
     standard_errors = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
     for batch, lr, epochs in [(n, 0.5, 100), (1, 0.01, 5), (10, 0.03, 10)]:
-        plan = Plan(n_examples=n, batch_size=batch, epochs=epochs, lr=lr, loss_scale=0.5)
+        plan = Plan(n_examples=n, batch_size=batch, epochs=epochs, lr=lr, gradient_scale=0.5)
         generator = torch.Generator().manual_seed(0)
         run = train(features, targets, torch.zeros(2, dtype=torch.float64),
                     torch.zeros((), dtype=torch.float64), plan, make_schedule(plan, generator))

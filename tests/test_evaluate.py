@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.evaluate import DIVERGED, NOT_REACHED, closed_form, judge
+from descent.judge import DIVERGED, NOT_REACHED, closed_form, judge
 
 
 def test_closed_form_matches_the_normal_equations():
@@ -22,7 +22,7 @@ def test_closed_form_matches_the_normal_equations():
 
 
 def test_the_airfoil_closed_form_loss_is_the_published_one(airfoil_file, tmp_path):
-    from stages.prepare import prepare
+    from descent.data import prepare
 
     prepare(airfoil_file, 1500, tmp_path / "a.csv", tmp_path / "s.json")
     table = pd.read_csv(tmp_path / "a.csv").to_numpy()
@@ -73,8 +73,8 @@ def test_judge_says_not_reached_and_diverged_explicitly():
 
 
 def test_the_readme_table_is_the_one_the_compare_stage_wrote():
-    from stages.common import ROOT
-    from stages.compare import TABLE_END, TABLE_START
+    from descent.io import ROOT
+    from descent.reference import TABLE_END, TABLE_START
 
     readme = (ROOT / "README.md").read_text()
     section = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
@@ -83,8 +83,8 @@ def test_the_readme_table_is_the_one_the_compare_stage_wrote():
 
 
 def test_the_offline_template_refuses_scripts_that_would_break_it():
-    from stages.common import UserError
-    from stages.offline_html import template
+    from descent.io import UserError
+    from descent.offline_html import template
 
     assert template(["var a = 1;"]).count("{plot_divs}") == 1
     with pytest.raises(UserError, match="cannot be inlined"):

@@ -6,44 +6,39 @@ over seeds, measured here; where the maths gives a value we compare with the mat
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from stages.common import ROOT, load_params, read_json
-from stages.synthesize import synthesize
-from stages.train import read_recipes, train_recipe
+from descent import training
+from descent.data import load_dataset, prepare, synthesize
+from descent.io import read_json
+from tests.factory import config
 
-PARAMS = load_params()
+pytestmark = pytest.mark.slow
 SEEDS = range(50)
+REFERENCE = config()
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory, airfoil_file):
     """The datasets the data stages make, built here from scratch (no dvc needed)."""
-    from stages.prepare import prepare
-
     root = tmp_path_factory.mktemp("data")
-    prepare(airfoil_file, PARAMS["prepare"]["n_train"], root / "prepared/airfoil.csv",
+    prepare(airfoil_file, REFERENCE.n_train, root / "prepared/airfoil.csv",
             root / "prepared/airfoil_scaling.json")
-    synthesize(PARAMS["synthetic"], root / "synthetic")
+    synthesize(REFERENCE.synthetic, root / "synthetic")
     return root
 
 
 def run(data_root, recipe_name, variant, seed=0, batch_size=None):
-    params = copy.deepcopy(PARAMS)
-    params["seed"] = seed
-    if batch_size is not None:
-        params["batch_size"] = batch_size
-    recipe = next(r for r in read_recipes(params, variant) if r.name == recipe_name)
-    recipe.data = data_root / recipe.data.relative_to(ROOT / "data")
-    summary, curve, _ = train_recipe(recipe, variant, params, torch.device("cpu"),
-                                     torch.float32, "affine", params["train"]["log_every"],
-                                     params["train"]["divergence_factor"])
-    return summary, curve
+    settings = config(batch_size=batch_size or REFERENCE.batch_size)
+    recipe = settings.recipes[recipe_name]
+    features, targets = load_dataset(data_root / recipe.data.removeprefix("data/"))
+    result = training.descend(settings, recipe, variant, features, targets,
+                              torch.device("cpu"), seed)
+    curve, _ = training.curves(result, recipe_name, variant)
+    return training.summary(result), curve
 
 
 def final_losses(data_root, recipe, variant):
@@ -74,7 +69,7 @@ def test_airfoil_reproduces_the_d2l_chapter(data_root, recipe, variant, publishe
 def test_plane_matches_the_d2l_from_scratch_run(data_root):
     truth = read_json(data_root / "synthetic/plane_2x1_minus3p4x2.json")
     true = np.r_[truth["weights"], truth["bias"]]
-    sigma, n, lr, batch = truth["noise_std"], truth["size"], 0.03, 10
+    sigma, n, lr, batch = truth["noise_std"], truth["n_rows"], 0.03, 10
     features = pd.read_csv(data_root / "synthetic/plane_2x1_minus3p4x2.csv").to_numpy()[:, :-1]
     design = np.c_[features, np.ones(n)]
     standard_errors = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
@@ -131,10 +126,8 @@ def test_line_3x_plus_2_gd_reaches_what_1000_full_batch_steps_can(data_root):
     table = pd.read_csv(data_root / "synthetic/line_3x_plus_2.csv").to_numpy()
     design, y = np.c_[table[:, :-1], np.ones(len(table))], table[:, -1]
     optimum = np.linalg.lstsq(design, y, rcond=None)[0]
-    from stages.train import initial_parameters, run_seed
-
-    generator = torch.Generator().manual_seed(run_seed(PARAMS["seed"], "line_3x_plus_2", "gd"))
-    w0, b0 = initial_parameters(PARAMS["recipes"]["line_3x_plus_2"]["init"], 1, generator, "")
+    generator = torch.Generator().manual_seed(training.run_seed(0, "line_3x_plus_2", "gd"))
+    w0, b0 = training.initial_parameters(REFERENCE.recipes["line_3x_plus_2"].init, 1, generator)
     contraction = np.eye(2) - 2 * 0.01 * design.T @ design / len(y)
     expected = optimum + np.linalg.matrix_power(contraction, 1000) @ (np.r_[w0, b0] - optimum)
     # float32 over 1000 contracting steps: errors stay ~ 1e-5 of the O(1) parameters.
