@@ -1,0 +1,297 @@
+"""A compiled CPU descent kernel: R independent runs of mini-batch gradient descent on a
+linear model, each an exact sequential chain of updates, run in parallel over runs (numba).
+
+One public function, `descend`; `_reference_descend` is the same computation written as
+plainly as possible (python loops, numpy), for the tests.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = ["descend"]
+
+_TINY = float(np.finfo(np.float64).tiny)
+_STATS_CHUNK = 1 << 16  # rows per float64 chunk when accumulating the sufficient statistics
+
+
+def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale, log_after,
+            blowup, report_scale):
+    """R independent runs of mini-batch gradient descent on a linear model, exactly sequential.
+
+    features: (N, p) float32 or float64, C-contiguous.  targets: (N,) same dtype.
+    thetas0: (R, p+1) same dtype: weights then bias for each run.
+    orders: (R, E, N) int64 (or int32): example order of each run in each epoch (a
+      permutation, or arange when not shuffled).
+    batch_size: m (1 <= m <= N). Each epoch is cut into floor(N/m) batches of m consecutive
+      entries of that epoch's order, plus one short last batch of N mod m entries unless
+      drop_last (or N mod m == 0).
+    step_scale: float = 2 * gradient_loss_scale * lr (the update uses
+      step = step_scale / len(batch), rounded once to the dtype of features). May also be an
+      (R,) array: one step scale (learning rate) per run.
+    Update (in the dtype of features): r = X_B w + b - y_B;  w -= step * X_B^T r;
+      b -= step * sum(r)  (the gradient of gradient_loss_scale * mean(r^2)).
+    log_after: (P,) int sorted strictly increasing update counts (1-based, each <= the total
+      E * batches_per_epoch) after which the state is logged; row 0 of the output is the start.
+      Updates after the last logging point are not run (nothing would record them).
+    blowup: float; report_scale: float (0.5 or 1.0).
+
+    Returns (logged, losses, diverged_at):
+      logged: (R, P+1, p+1), dtype of features: parameters at the start and at each point.
+      losses: (R, P+1) float64: report_scale * mean over all N examples of (x.w + b - y)^2,
+        from float64 sufficient statistics G = X1^T X1, c = X1^T y, yy = y^T y (X1 = [X, 1])
+        accumulated once: report_scale * (th^T G th - 2 th^T c + yy) / N, clamped at >= 0.
+      diverged_at: (R,) int64: -1 if the run never diverged, else the 1-based index of the
+        first update after which the run is unsound (a non-finite parameter, or a loss that is
+        non-finite or > blowup * max(initial_loss, tiny)); 0 if the start itself is unsound.
+        Soundness is checked at logging points; an unsound point replays that run's interval
+        from its last sound logged state, update by update, to find the exact update. A
+        diverged run stops: its rows after the last sound point are NaN. Other runs go on.
+    """
+    features = np.ascontiguousarray(features)
+    dtype = features.dtype
+    if dtype not in (np.float32, np.float64) or features.ndim != 2:
+        raise TypeError(f"features must be a 2-d float32 or float64 array, got "
+                        f"{features.ndim}-d {dtype}")
+    n, p = features.shape
+    if n < 1 or p < 1:
+        raise ValueError(f"features must have at least one row and one column, got {n}x{p}")
+    targets = np.ascontiguousarray(targets)
+    thetas0 = np.ascontiguousarray(thetas0)
+    if targets.dtype != dtype or targets.shape != (n,):
+        raise TypeError(f"targets must be ({n},) {dtype}, got {targets.shape} {targets.dtype}")
+    if thetas0.dtype != dtype or thetas0.ndim != 2 or thetas0.shape[1] != p + 1:
+        raise TypeError(f"thetas0 must be (R, {p + 1}) {dtype}, got {thetas0.shape} "
+                        f"{thetas0.dtype}")
+    runs = thetas0.shape[0]
+    orders = np.asarray(orders)
+    if orders.dtype not in (np.int64, np.int32):
+        if not np.issubdtype(orders.dtype, np.integer):
+            raise TypeError(f"orders must be integer, got {orders.dtype}")
+        orders = orders.astype(np.int64)
+    orders = np.ascontiguousarray(orders)
+    if orders.ndim != 3 or orders.shape[0] != runs or orders.shape[2] != n:
+        raise ValueError(f"orders must be ({runs}, E, {n}), got {orders.shape}")
+    epochs = orders.shape[1]
+    m = int(batch_size)
+    if not 1 <= m <= n:
+        raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+    full, tail = divmod(n, m)
+    short = tail if (tail and not drop_last) else 0
+    per_epoch = full + (1 if short else 0)
+    total = epochs * per_epoch
+    log_after = np.asarray(log_after)
+    if log_after.ndim != 1 or (log_after.size and not np.issubdtype(log_after.dtype,
+                                                                   np.integer)):
+        raise TypeError("log_after must be a 1-d integer array")
+    log_after = np.ascontiguousarray(log_after, dtype=np.int64)
+    if log_after.size and (log_after[0] < 1 or log_after[-1] > total
+                           or np.any(np.diff(log_after) <= 0)):
+        raise ValueError(f"log_after must increase strictly within [1, {total}]")
+    if orders.size and (orders.min() < 0 or orders.max() >= n):
+        raise ValueError(f"orders must index examples in [0, {n})")
+    scales = np.broadcast_to(np.asarray(step_scale, dtype=np.float64), (runs,))
+    # The step of a full and of the short batch, each rounded once to the working dtype.
+    steps = np.empty((runs, 2), dtype=dtype)
+    steps[:, 0] = scales / m
+    steps[:, 1] = scales / (short or m)
+
+    gram, cross, yy = _sufficient_statistics(features, targets)
+    logged = np.full((runs, log_after.size + 1, p + 1), np.nan, dtype=dtype)
+    losses = np.full((runs, log_after.size + 1), np.nan)
+    diverged_at = np.full(runs, -1, dtype=np.int64)
+    # Per-run parameters and gradient, padded so that no two runs share a cache line.
+    stride = -(-(p + 1) // 16) * 16 + 16
+    work = np.zeros((runs, 2 * stride), dtype=dtype)
+    _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
+                  float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
+                  diverged_at, work, stride)
+    return logged, losses, diverged_at
+
+
+def _sufficient_statistics(features, targets):
+    """G = X1^T X1, c = X1^T y, yy = y^T y in float64, in chunks (no float64 copy of X)."""
+    n, p = features.shape
+    gram = np.zeros((p + 1, p + 1))
+    cross = np.zeros(p + 1)
+    yy = 0.0
+    for start in range(0, n, _STATS_CHUNK):
+        x1 = np.ones((min(_STATS_CHUNK, n - start), p + 1))
+        x1[:, :p] = features[start:start + _STATS_CHUNK]
+        y = targets[start:start + _STATS_CHUNK].astype(np.float64)
+        gram += x1.T @ x1
+        cross += x1.T @ y
+        yy += float(y @ y)
+    return gram, cross, yy
+
+
+# --- compiled parts ---------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _loss(theta, gram, cross, yy, n, report_scale):
+    """report_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
+    q = theta.shape[0]
+    total = yy
+    for a in range(q):
+        ta = np.float64(theta[a])
+        row = 0.0
+        for b in range(q):
+            row += gram[a, b] * np.float64(theta[b])
+        total += ta * (row - 2.0 * cross[a])
+    loss = report_scale * total / n
+    if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
+        loss = 0.0
+    return loss
+
+
+@numba.njit(cache=True, nogil=True)
+def _sound(theta, loss, limit):
+    for a in range(theta.shape[0]):
+        if not np.isfinite(theta[a]):
+            return False
+    return np.isfinite(loss) and loss <= limit
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(features, targets, order, theta, grad, first, last, m, full, per_epoch, steps):
+    """Updates first..last-1 (0-based) in place on theta, in the dtype of features."""
+    n, p = features.shape
+    epoch = first // per_epoch
+    batch = first - epoch * per_epoch
+    for _ in range(first, last):
+        start = batch * m
+        if batch < full:
+            stop, step = start + m, steps[0]
+        else:
+            stop, step = n, steps[1]
+        for c in range(p + 1):
+            grad[c] = 0
+        for i in range(start, stop):
+            k = order[epoch, i]
+            dot = features[k, 0] * theta[0]
+            for c in range(1, p):
+                dot += features[k, c] * theta[c]
+            r = dot + theta[p] - targets[k]
+            for c in range(p):
+                grad[c] += r * features[k, c]
+            grad[p] += r
+        for c in range(p + 1):
+            theta[c] -= step * grad[c]
+        batch += 1
+        if batch == per_epoch:
+            batch = 0
+            epoch += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_after, blowup,
+             report_scale, gram, cross, yy, logged, losses, theta, grad):
+    """One run; fills its sound rows of logged and losses; returns its diverged_at."""
+    n = features.shape[0]
+    q = theta.shape[0]
+    for c in range(q):
+        theta[c] = theta0[c]
+        logged[0, c] = theta[c]
+    loss = _loss(theta, gram, cross, yy, n, report_scale)
+    losses[0] = loss
+    if not _sound(theta, loss, np.inf):
+        return 0
+    limit = blowup * max(loss, 2.2250738585072014e-308)
+    done = 0  # updates behind the last sound logged state
+    for point in range(log_after.shape[0]):
+        target = log_after[point]
+        _advance(features, targets, order, theta, grad, done, target, m, full, per_epoch,
+                 steps)
+        loss = _loss(theta, gram, cross, yy, n, report_scale)
+        if _sound(theta, loss, limit):
+            for c in range(q):
+                logged[point + 1, c] = theta[c]
+            losses[point + 1] = loss
+            done = target
+            continue
+        # Replay this interval from the last sound state, checking every update; the same
+        # code on the same bits gives the same updates.
+        for c in range(q):
+            theta[c] = logged[point, c]
+        for update in range(done, target):
+            _advance(features, targets, order, theta, grad, update, update + 1, m, full,
+                     per_epoch, steps)
+            if not _sound(theta, _loss(theta, gram, cross, yy, n, report_scale), limit):
+                return update + 1
+        return target  # unreachable unless the replay differs from the first pass
+    return -1
+
+
+@numba.njit(cache=True, parallel=True)
+def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
+                  blowup, report_scale, gram, cross, yy, logged, losses, diverged_at, work,
+                  stride):
+    q = thetas0.shape[1]
+    for run in numba.prange(thetas0.shape[0]):
+        diverged_at[run] = _one_run(
+            features, targets, thetas0[run], orders[run], m, full, per_epoch, steps[run],
+            log_after, blowup, report_scale, gram, cross, yy, logged[run], losses[run],
+            work[run, :q], work[run, stride:stride + q])
+
+
+# --- the plain reference ----------------------------------------------------------------
+def _reference_descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale,
+                       log_after, blowup, report_scale):
+    """`descend` written plainly: every update in python, every state kept, numpy maths."""
+    features, targets, thetas0 = np.asarray(features), np.asarray(targets), np.asarray(thetas0)
+    dtype = features.dtype
+    n, p = features.shape
+    runs, epochs = thetas0.shape[0], np.asarray(orders).shape[1]
+    log_after = [int(v) for v in log_after]
+    scales = np.broadcast_to(np.asarray(step_scale, dtype=np.float64), (runs,))
+    x1 = np.c_[features.astype(np.float64), np.ones(n)]
+    y64 = targets.astype(np.float64)
+    gram, cross, yy = x1.T @ x1, x1.T @ y64, float(y64 @ y64)
+
+    def loss_of(theta):
+        th = theta.astype(np.float64)
+        with np.errstate(all="ignore"):
+            value = report_scale * float(th @ gram @ th - 2 * th @ cross + yy) / n
+        return max(value, 0.0) if not math.isnan(value) else value
+
+    logged = np.full((runs, len(log_after) + 1, p + 1), np.nan, dtype=dtype)
+    losses = np.full((runs, len(log_after) + 1), np.nan)
+    diverged_at = np.full(runs, -1, dtype=np.int64)
+    for run in range(runs):
+        batches = []  # the example indices of every update, in order
+        for epoch in range(epochs):
+            order = np.asarray(orders[run][epoch])
+            for start in range(0, n, batch_size):
+                batch = order[start:start + batch_size]
+                if len(batch) == batch_size or not drop_last:
+                    batches.append(batch)
+        theta = thetas0[run].copy()
+        states = [theta.copy()]  # states[u]: the parameters after u updates
+        for batch in batches[:log_after[-1] if log_after else 0]:
+            x, y = features[batch], targets[batch]
+            step = dtype.type(scales[run] / len(batch))
+            with np.errstate(all="ignore"):
+                residuals = x @ theta[:p] + theta[p] - y
+                theta = np.r_[theta[:p] - step * (x.T @ residuals),
+                              theta[p] - step * residuals.sum()].astype(dtype)
+            states.append(theta.copy())
+
+        def sound(u, limit):
+            loss = loss_of(states[u])
+            return bool(np.isfinite(states[u]).all()) and math.isfinite(loss) and loss <= limit
+
+        logged[run, 0], losses[run, 0] = states[0], loss_of(states[0])
+        if not sound(0, math.inf):
+            diverged_at[run] = 0
+            continue
+        limit = blowup * max(losses[run, 0], _TINY)
+        previous = 0
+        for point, update in enumerate(log_after, start=1):
+            if not sound(update, limit):
+                diverged_at[run] = next(u for u in range(previous + 1, update + 1)
+                                        if not sound(u, limit))
+                break
+            logged[run, point], losses[run, point] = states[update], loss_of(states[update])
+            previous = update
+    return logged, losses, diverged_at

@@ -1,0 +1,222 @@
+"""The bad-input matrix: every error a user can cause, through the real stage commands.
+
+Each case edits a built copy of the project, runs one stage as DVC would
+(`python -m stages.<stage>`), and checks: exit status 1, exactly one line on stderr that
+says what is wrong, no traceback, and the earlier outputs untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_project, run, stage_env
+
+pytestmark = pytest.mark.e2e
+OUTPUTS = ["metrics/train/gd.json", "plots/train/gd.csv", "metrics/evaluate.json",
+           "plots/loss/airfoil.csv", "data/synthetic/line_minus5x.csv",
+           "data/prepared/airfoil.csv", "data/raw/airfoil_self_noise.dat"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, airfoil_file) -> Path:
+    project = copy_project(tmp_path_factory.mktemp("bad") / "project", airfoil_file)
+    run(["dvc", "repro"], project, stage_env(airfoil_file))
+    return project
+
+
+@pytest.fixture
+def project(built):
+    """The built project; params.yaml and any files a case adds are restored after it."""
+    params = (built / "params.yaml").read_text()
+    before = set(built.rglob("*"))
+    yield built
+    (built / "params.yaml").write_text(params)
+    for added in sorted(set(built.rglob("*")) - before, reverse=True):
+        added.rmdir() if added.is_dir() else added.unlink()
+
+
+def digest(project: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in OUTPUTS}
+
+
+def edit(project: Path, old: str, new: str) -> None:
+    path = project / "params.yaml"
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def one_clear_line(project: Path, env, stage: str, *args: str) -> str:
+    before = digest(project)
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=project,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error [{stage}]: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert digest(project) == before  # earlier outputs intact
+    return lines[0]
+
+
+AIRFOIL_DATA = "data: data/prepared/airfoil.csv\n    loss: half_squared\n    init: {weights"
+PARAMS_CASES = {
+    # name: (stage, old text, new text, words the error must contain)
+    "negative lr": ("train", "airfoil: {lr: 1.0, epochs: 6}", "airfoil: {lr: -1, epochs: 6}",
+                    "variants.gd.airfoil.lr is -1"),
+    "string epochs": ("train", "airfoil: {lr: 1.0, epochs: 6}",
+                      "airfoil: {lr: 1.0, epochs: six}", "variants.gd.airfoil.epochs is 'six'"),
+    "1e9 epochs": ("train", "airfoil: {lr: 1.0, epochs: 6}",
+                   "airfoil: {lr: 1.0, epochs: 1000000000}", "gd on recipe airfoil would"),
+    "unknown key": ("train", "  log_every: 100", "  log_evry: 100",
+                    "train has no 'log_every'"),
+    "yes is not a flag": ("train", "shuffle: false", "shuffle: yes", "is 'yes'"),
+    "missing device": ("train", "device: auto", "device: cuda:7",
+                       "CUDA is not available" if not os.environ.get("CUDA_VISIBLE_DEVICES")
+                       else "CUDA device"),
+    "recipe path outside": ("train", "data: data/prepared/airfoil.csv",
+                            "data: ../../etc/passwd.csv", "must be a .csv path inside"),
+    "recipe named like a path": ("train", "  airfoil:                   #",
+                                 "  ../../x:                   #", "names may use letters"),
+    "unknown synthetic set": ("train", "data: data/synthetic/line_minus5x.csv",
+                              "data: data/synthetic/cube.csv", "does not define"),
+    "huge synthetic set": ("synthesize", "n_rows: 100", "n_rows: 1000000000000",
+                           "synthetic.line_minus5x would need about"),
+    "old size key": ("synthesize", "n_rows: 100", "size: 100",
+                     "synthetic.line_minus5x has no 'n_rows'"),
+    "n_train above rows": ("prepare", "n_train: 1500", "n_train: 2000",
+                           "prepare.n_train is 2000 but airfoil_self_noise.dat has only 1503"),
+    "broken yaml": ("evaluate", "recipes:\n", "recipes: [\n", "params.yaml is not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", PARAMS_CASES)
+def test_bad_params(project, env, case):
+    stage, old, new, words = PARAMS_CASES[case]
+    edit(project, old, new)
+    line = one_clear_line(project, env, stage, *(["gd"] if stage == "train" else []))
+    assert words in line, line
+
+
+DATA_FILES = {
+    # name: (how to make the file, words)
+    "a folder": (lambda p: p.mkdir(), "is a folder, not a CSV file"),
+    "an empty file": (lambda p: p.write_text(""), "is empty"),
+    "a binary file": (lambda p: p.write_bytes(bytes(range(256)) * 8), "not a CSV table"),
+    "the raw tab-separated file": (
+        lambda p: p.write_bytes((p.parent / "data/raw/airfoil_self_noise.dat").read_bytes()),
+        "is it the raw tab-separated file?"),
+    "wrong columns": (lambda p: p.write_text("a,b\n1,2\n"), "has 2 columns but 5 features"),
+    "text values": (lambda p: p.write_text("a,b,c,d,e,y\n1,2,3,4,x,6\n"), "non-numeric"),
+    "nothing there": (lambda p: None, "does not exist; check the path"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_FILES)
+def test_bad_recipe_data_is_found_before_training(project, env, case):
+    make, words = DATA_FILES[case]
+    make(project / "mine.csv")
+    edit(project, "data: data/prepared/airfoil.csv", "data: mine.csv")
+    if case == "wrong columns":  # a custom file has no known width: the init list gives it
+        edit(project, "init: {weights: {normal_std: 0.01}, bias: 0.0}\n    shuffle: true\n  "
+                      "airfoil_concise",
+             "init: {weights: [0.0, 0.0, 0.0, 0.0, 0.0], bias: 0.0}\n    shuffle: true\n  "
+             "airfoil_concise")
+        words = "lists 5 numbers but mine.csv has 1 features"
+    line = one_clear_line(project, env, "train", "sgd")
+    assert words in line and "recipes.airfoil.data" in line or words in line, line
+
+
+def test_a_pipeline_output_not_yet_built_says_which_stage_builds_it(project, env):
+    target = project / "data/synthetic/line_minus5x.csv"
+    kept = target.read_bytes()
+    target.unlink()
+    try:
+        result = subprocess.run([sys.executable, "-m", "stages.train", "gd"], cwd=project,
+                                env=env, capture_output=True, text=True)
+    finally:
+        target.write_bytes(kept)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "data/synthetic/line_minus5x.csv is not built yet; run `dvc repro synthesize`" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("source, words", [
+    ("nowhere.dat", "nowhere.dat (no such file)"),
+    ("data", "data (not a file)"),
+    ("params.yaml", "checksum mismatch for params.yaml"),
+    ("http://127.0.0.1:9/airfoil_self_noise.dat", "http://127.0.0.1:9/airfoil_self_noise.dat ("),
+])
+def test_bad_airfoil_source(project, env, source, words):
+    line = one_clear_line(project, {**env, "AIRFOIL_SOURCE": source}, "fetch")
+    assert words in line, line
+    leftovers = [p.name for p in (project / "data/raw").iterdir()]
+    assert leftovers == ["airfoil_self_noise.dat"] or sorted(leftovers) == \
+        [".gitignore", "airfoil_self_noise.dat"]
+
+
+def test_dvc_itself_names_a_missing_params_section(project, env):
+    """DVC checks a stage's params before running it: its error comes first (README)."""
+    text = (project / "params.yaml").read_text()
+    start = text.index("  sgd:                       # batch = 1")
+    end = text.index("  minibatch:")
+    (project / "params.yaml").write_text(text[:start] + text[end:])
+    result = run(["dvc", "repro", "train@sgd"], project, env, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+    assert "variants.sgd" in result.stderr
+    direct = one_clear_line(project, env, "train", "sgd")
+    assert "variants has no 'sgd'" in direct
+
+
+def test_killing_dvc_ends_the_stage_too(project, env):
+    """SIGKILL of `dvc` alone must not leave the stage running unsupervised."""
+    edit(project, "# batch = 1\n    airfoil: {lr: 0.005, epochs: 2}",
+         "# batch = 1\n    airfoil: {lr: 0.005, epochs: 50000}")  # a minute of work
+    dvc = subprocess.Popen(["dvc", "repro", "train@sgd"], cwd=project, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage = None
+    deadline = time.monotonic() + 60
+    while stage is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        listed = subprocess.run(["pgrep", "-f", "stages.train sgd"], capture_output=True,
+                                text=True).stdout.split()
+        stage = int(listed[0]) if listed else None
+    assert stage is not None, "the stage never started"
+    time.sleep(1.0)  # let it install its parent-death signal and start training
+    dvc.send_signal(signal.SIGKILL)
+    dvc.wait()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{stage}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = Path(f"/proc/{stage}/stat")
+        if status.exists() and status.read_text().split()[2] == "Z":  # a zombie has ended
+            break
+    alive = Path(f"/proc/{stage}/stat").exists() and \
+        Path(f"/proc/{stage}/stat").read_text().split()[2] != "Z"
+    if alive:
+        os.kill(stage, signal.SIGKILL)
+    assert not alive, "the stage outlived dvc"
+
+
+def test_temporaries_are_written_where_dvc_and_git_do_not_look(tmp_path, monkeypatch):
+    from descent import io
+
+    monkeypatch.setattr(io, "ROOT", tmp_path)
+    monkeypatch.setattr(io, "SCRATCH", tmp_path / ".dvc/tmp/descent")
+    seen = []
+    io.atomic_write(tmp_path / "plots/loss/a.csv",
+                    lambda tmp: seen.append(sorted(os.listdir(tmp.parent))
+                                            + [str(tmp.parent)]) or tmp.write_text("x"))
+    assert seen[0][-1] == str(tmp_path / ".dvc/tmp/descent")
+    assert os.listdir(tmp_path / "plots/loss") == ["a.csv"]
+    # A writer killed midway leaves its temporary; the next stage start removes it.
+    stale = tmp_path / ".dvc/tmp/descent/999999999-a.csv"
+    stale.write_text("half")
+    io._clean_stale_temporaries()
+    assert not stale.exists()
