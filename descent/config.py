@@ -21,7 +21,7 @@ from descent.io import ROOT, UserError
 PARAMS_FILE = ROOT / "params.yaml"
 VARIANTS = ("gd", "sgd", "minibatch")
 DTYPES = ("float32", "float64")
-ENGINES = ("affine", "loop")
+ENGINES = ("auto", "compiled", "affine", "loop")
 FEATURE_KINDS = {"grid": ("start", "step"), "uniform": ("low", "high"),
                  "normal": ("mean", "std")}
 # Safe as a file name, a DVC metric key and a plot name: no dots, slashes or spaces.

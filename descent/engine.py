@@ -146,15 +146,59 @@ def synchronize(device: torch.device) -> None:
 def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
           bias: torch.Tensor, plan: Plan, schedule: Schedule, engine: str = "affine",
           progress=None) -> Trajectory:
-    """Run one descent from (weights, bias); features, targets and parameters share a device."""
+    """Run one descent from (weights, bias); features, targets and parameters share a device.
+
+    engine `auto` is the compiled kernel on the CPU and the affine scan on a GPU.
+    """
+    theta = torch.cat([weights, bias.reshape(1)])
+    if engine == "auto":
+        engine = "compiled" if features.device.type == "cpu" else "affine"
+    if engine == "compiled":
+        if features.device.type != "cpu":
+            raise UserError(f"train.engine 'compiled' runs on the CPU, not on "
+                            f"{features.device}; set train.engine: auto (or device: cpu)")
+        return _train_compiled(features, targets, theta, plan, schedule, progress)
     run = {"affine": _train_affine, "loop": _train_loop}[engine]
     watch = _Watch(features, targets, plan, schedule)
-    logged, seconds, diverged_at = run(features, targets, torch.cat([weights, bias.reshape(1)]),
-                                       plan, schedule, watch, progress or (lambda n: None))
+    logged, seconds, diverged_at = run(features, targets, theta, plan, schedule, watch,
+                                       progress or (lambda n: None))
     losses = np.concatenate(watch.losses)
     points = len(losses)
     return Trajectory(np.r_[0, schedule.log_after][:points], logged[:points, :-1],
                       logged[:points, -1], losses, seconds[:points], diverged_at)
+
+
+def _train_compiled(features, targets, theta, plan, schedule, progress) -> Trajectory:
+    """The numba kernel (descent.kernel): exact sequential updates, one run, on the CPU.
+
+    Its whole-set losses come from float64 sufficient statistics (X'X, X'y, y'y), and it
+    applies the same divergence rule as the other engines, checked at logging points and
+    located exactly by replaying the interval.
+    """
+    from descent.kernel import descend
+
+    x, y = features.numpy(), targets.numpy()
+    args = (schedule.order.numpy()[None], min(plan.batch_size, plan.n_examples),
+            plan.drop_last, 2 * plan.gradient_scale * plan.lr, schedule.log_after,
+            plan.blowup, plan.recorded_scale)
+    descend(x[:1], y[:1], theta.numpy()[None], np.zeros((1, 1, 1), np.int64), 1, False, 0.0,
+            np.array([1]), plan.blowup, plan.recorded_scale)  # compile/load, untimed
+    started = time.perf_counter()
+    logged, losses, diverged = descend(x, y, theta.numpy()[None], *args)
+    elapsed = time.perf_counter() - started
+    if progress:
+        progress(len(schedule.batch_sizes))
+    at = int(diverged[0])
+    if at == 0:
+        raise UserError("the initial parameters give a non-finite loss; use a smaller init "
+                        "or standardize the data")
+    log_updates = np.r_[0, schedule.log_after]
+    keep = log_updates < at if at > 0 else slice(None)  # rows before the first unsound one
+    # One call times the whole run; seconds at logging points are shared out by update count.
+    seconds = elapsed * log_updates / max(1, log_updates[-1])
+    kept = torch.from_numpy(logged[0][keep])
+    return Trajectory(log_updates[keep], kept[:, :-1], kept[:, -1], losses[0][keep],
+                      seconds[keep], at if at > 0 else None)
 
 
 class _Watch:

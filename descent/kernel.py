@@ -45,7 +45,9 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
         accumulated once: report_scale * (th^T G th - 2 th^T c + yy) / N, clamped at >= 0.
       diverged_at: (R,) int64: -1 if the run never diverged, else the 1-based index of the
         first update after which the run is unsound (a non-finite parameter, or a loss that is
-        non-finite or > blowup * max(initial_loss, tiny)); 0 if the start itself is unsound.
+        non-finite or > blowup * max(initial_loss, tiny), or so large that the sum of squared
+        residuals overflows the dtype of features, where a loss evaluated in that dtype would be
+        infinite); 0 if the start itself is unsound.
         Soundness is checked at logging points; an unsound point replays that run's interval
         from its last sound logged state, update by update, to find the exact update. A
         diverged run stops: its rows after the last sound point are NaN. Other runs go on.
@@ -107,7 +109,7 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     work = np.zeros((runs, 2 * stride), dtype=dtype)
     _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
                   float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
-                  diverged_at, work, stride)
+                  diverged_at, work, stride, _loss_cap(dtype, n, report_scale))
     return logged, losses, diverged_at
 
 
@@ -184,9 +186,16 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
             epoch += 1
 
 
+def _loss_cap(dtype, n, report_scale) -> float:
+    """The loss whose sum of squared residuals overflows the run's dtype: a loss evaluated in
+    that dtype (as the other engines do) is infinite above it, so the run counts as diverged
+    there too, although the float64 statistics would still give a finite number."""
+    return float(np.finfo(dtype).max) * report_scale / n
+
+
 @numba.njit(cache=True, nogil=True)
 def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_after, blowup,
-             report_scale, gram, cross, yy, logged, losses, theta, grad):
+             report_scale, gram, cross, yy, logged, losses, theta, grad, cap):
     """One run; fills its sound rows of logged and losses; returns its diverged_at."""
     n = features.shape[0]
     q = theta.shape[0]
@@ -197,7 +206,7 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
     losses[0] = loss
     if not _sound(theta, loss, np.inf):
         return 0
-    limit = blowup * max(loss, 2.2250738585072014e-308)
+    limit = min(blowup * max(loss, 2.2250738585072014e-308), cap)
     done = 0  # updates behind the last sound logged state
     for point in range(log_after.shape[0]):
         target = log_after[point]
@@ -226,13 +235,13 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
 @numba.njit(cache=True, parallel=True)
 def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
                   blowup, report_scale, gram, cross, yy, logged, losses, diverged_at, work,
-                  stride):
+                  stride, cap):
     q = thetas0.shape[1]
     for run in numba.prange(thetas0.shape[0]):
         diverged_at[run] = _one_run(
             features, targets, thetas0[run], orders[run], m, full, per_epoch, steps[run],
             log_after, blowup, report_scale, gram, cross, yy, logged[run], losses[run],
-            work[run, :q], work[run, stride:stride + q])
+            work[run, :q], work[run, stride:stride + q], cap)
 
 
 # --- the plain reference ----------------------------------------------------------------
@@ -285,7 +294,8 @@ def _reference_descend(features, targets, thetas0, orders, batch_size, drop_last
         if not sound(0, math.inf):
             diverged_at[run] = 0
             continue
-        limit = blowup * max(losses[run, 0], _TINY)
+        limit = min(blowup * max(losses[run, 0], _TINY),
+                    _loss_cap(features.dtype, len(targets), report_scale))
         previous = 0
         for point, update in enumerate(log_after, start=1):
             if not sound(update, limit):

@@ -36,7 +36,7 @@ REFERENCE: dict[str, Any] = {
                                  "features": {"kind": "normal", "mean": 0.0, "std": 1.0},
                                  "weights": [2.0, -3.4], "bias": 4.2, "noise_std": 0.01,
                                  "seed": 42}},
-    "train": {"engine": "affine", "log_every": 100, "blowup": 1e6},
+    "train": {"engine": "auto", "log_every": 100, "blowup": 1e6},
     "recipes": {
         "airfoil": {"data": "data/prepared/airfoil.csv", "loss": "half_squared",
                     "init": _D2L_INIT, "shuffle": True},

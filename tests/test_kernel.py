@@ -188,12 +188,15 @@ def test_loss_at_the_exact_optimum_is_clamped_at_zero():
 def plain_divergence(features, targets, theta0, order, batch_size, lr, loss_scale, blowup,
                      report_scale):
     """First update of the plain loop after which a parameter is non-finite or the
-    whole-set loss is non-finite or above blowup x the initial loss; None if none."""
+    whole-set loss is non-finite, above blowup x the initial loss, or so large that its sum
+    of squares overflows the features' dtype (where the loss evaluated in that dtype, as
+    the torch engines do, is inf); None if none."""
     history = torch_history(features, targets, theta0, order, batch_size, False, lr,
                             loss_scale)
     with np.errstate(all="ignore"):
         losses = direct_losses(features, targets, history, report_scale)
-    limit = blowup * max(losses[0], np.finfo(np.float64).tiny)
+    limit = min(blowup * max(losses[0], np.finfo(np.float64).tiny),
+                float(np.finfo(features.dtype).max) * report_scale / len(targets))
     for update, (theta, loss) in enumerate(zip(history, losses)):
         if not (np.isfinite(theta).all() and np.isfinite(loss) and loss <= limit):
             return update, history
@@ -201,7 +204,7 @@ def plain_divergence(features, targets, theta0, order, batch_size, lr, loss_scal
 
 
 @pytest.mark.parametrize("dtype, lr, blowup", [
-    (np.float32, 5.0, 1e300),  # float32 parameters overflow to inf
+    (np.float32, 5.0, 1e300),  # the float32 loss overflows to inf
     (np.float64, 3.0, 1e6),    # the blow-up limit, long before any overflow
 ])
 def test_a_diverging_run_stops_at_the_exact_update_and_does_not_stop_the_others(dtype, lr,
@@ -223,8 +226,11 @@ def test_a_diverging_run_stops_at_the_exact_update_and_does_not_stop_the_others(
     expected, history = plain_divergence(features, targets, thetas0[0], orders[0], 1, lr,
                                          loss_scale, blowup, report_scale)
     assert expected is not None and expected > 0
-    if dtype == np.float32:
-        assert not np.isfinite(history[expected]).all()  # this case is an overflow
+    if dtype == np.float32:  # this case is an overflow of the float32 loss
+        theta = history[expected].astype(np.float32)
+        with np.errstate(over="ignore"):
+            residuals = features @ theta[:-1] + theta[-1] - targets
+            assert not np.isfinite(np.sum(residuals * residuals, dtype=np.float32))
     # Same dtype, same updates: the first unsound update agrees exactly.
     assert diverged_at[0] == expected
     assert diverged_at[1] == -1
