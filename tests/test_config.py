@@ -53,7 +53,7 @@ BAD = [
     ("dtype", "float16", "must be one of float32, float64"),
     ("batch_size", 0, "batch_size is 0, but it must be a positive integer"),
     ("batch_size", 2.5, "batch_size is 2.5"),
-    ("train.engine", "jax", "must be one of affine, loop"),
+    ("train.engine", "jax", "must be one of auto, compiled, affine, loop"),
     ("train.log_every", 0, "train.log_every is 0"),
     ("train.blowup", 0.5, "must be a number above 1"),
     ("train.divergence_factor", 10.0, "train has an unknown key 'divergence_factor'"),
