@@ -115,21 +115,27 @@ class Config:
 
     def n_features(self, recipe: Recipe) -> int | None:
         """Features of a recipe's data when the config fixes them (airfoil, synthetic)."""
-        if recipe.data == AIRFOIL_CSV:
-            return AIRFOIL_FEATURES
-        source = self.synthetic_source(recipe)
-        return len(source.weights) if source else None
+        return _n_features(recipe.data, self.synthetic)
 
     def synthetic_source(self, recipe: Recipe) -> SyntheticSet | None:
-        path = Path(recipe.data)
-        if path.parent.as_posix() == SYNTHETIC_DIR and path.suffix == ".csv":
-            return self.synthetic.get(path.stem)
-        return None
+        return self.synthetic.get(_synthetic_name(recipe.data) or "")
 
     def is_pipeline_output(self, data: str) -> bool:
-        path = Path(data)
-        return data == AIRFOIL_CSV or (path.parent.as_posix() == SYNTHETIC_DIR
-                                       and path.stem in self.synthetic)
+        return data == AIRFOIL_CSV or _synthetic_name(data) in self.synthetic
+
+
+def _synthetic_name(data: str) -> str | None:
+    """The set a path data/synthetic/<set>.csv names, else None."""
+    path = Path(data)
+    return path.stem if path.parent.as_posix() == SYNTHETIC_DIR and path.suffix == ".csv" \
+        else None
+
+
+def _n_features(data: str, synthetic: dict[str, SyntheticSet]) -> int | None:
+    if data == AIRFOIL_CSV:
+        return AIRFOIL_FEATURES
+    source = synthetic.get(_synthetic_name(data) or "")
+    return len(source.weights) if source else None
 
 
 # --- reading -------------------------------------------------------------------------
@@ -336,8 +342,7 @@ def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]
                 or ".." in Path(data).parts:
             raise _fail(f"{key}.data", data, "must be a .csv path inside the project (e.g. "
                         f"{AIRFOIL_CSV} or {SYNTHETIC_DIR}/<set>.csv)")
-        path = Path(data)
-        if path.parent.as_posix() == SYNTHETIC_DIR and path.stem not in synthetic:
+        if _synthetic_name(data) not in (None, *synthetic):
             raise _fail(f"{key}.data", data, f"names a synthetic set that `synthetic:` does "
                         f"not define (sets: {', '.join(synthetic) or 'none'}); add the set "
                         "or fix the path")
@@ -349,9 +354,7 @@ def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]
             init=_init(spec.get("init", {}), f"{key}.init"),
             shuffle=_flag(spec.get("shuffle", True), f"{key}.shuffle"),
             drop_last=_flag(spec.get("drop_last", False), f"{key}.drop_last"))
-        features = (AIRFOIL_FEATURES if data == AIRFOIL_CSV else
-                    len(synthetic[path.stem].weights) if path.stem in synthetic
-                    and path.parent.as_posix() == SYNTHETIC_DIR else None)
+        features = _n_features(data, synthetic)
         if isinstance(recipe.init.weights, tuple) and features is not None \
                 and len(recipe.init.weights) != features:
             raise _fail(f"{key}.init.weights", list(recipe.init.weights),

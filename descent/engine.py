@@ -16,6 +16,7 @@ Both return the parameters at the logging points only; nothing is copied to the 
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ from descent.io import UserError
 ROWS_PER_CHUNK = 1 << 18
 
 
+def total_updates(plan: "Plan") -> int:
+    """Updates of a run: full batches each epoch, plus a short one unless drop_last."""
+    size = min(plan.batch_size, plan.n_examples)
+    full, rest = divmod(plan.n_examples, size)
+    return plan.epochs * (full + (1 if rest and not plan.drop_last else 0))
+
+
 def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int) -> int:
     """Bytes one run needs at its peak, estimated from its plan (engine affine or loop).
 
@@ -40,8 +48,7 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int)
     """
     p1, n = n_features + 1, n_examples
     size = min(plan.batch_size, n)
-    per_epoch = n // size + (1 if n % size and not plan.drop_last else 0)
-    updates = plan.epochs * per_epoch
+    updates = total_updates(plan)
     points = updates * size // plan.log_every + plan.epochs + 1
     rows = min(max(ROWS_PER_CHUNK, plan.log_every + size), updates * size)
     chunk_updates = max(1, rows // size)
@@ -168,6 +175,15 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                       logged[:points, -1], losses, seconds[:points], diverged_at)
 
 
+@functools.cache
+def _load_kernel(dtype: np.dtype) -> None:
+    """Call the kernel once on a one-row problem, so its compilation is never timed."""
+    from descent.kernel import descend
+
+    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 2), dtype),
+            np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
+
+
 def _train_compiled(features, targets, theta, plan, schedule, progress) -> Trajectory:
     """The numba kernel (descent.kernel): exact sequential updates, one run, on the CPU.
 
@@ -181,8 +197,7 @@ def _train_compiled(features, targets, theta, plan, schedule, progress) -> Traje
     args = (schedule.order.numpy()[None], min(plan.batch_size, plan.n_examples),
             plan.drop_last, 2 * plan.gradient_scale * plan.lr, schedule.log_after,
             plan.blowup, plan.recorded_scale)
-    descend(x[:1], y[:1], theta.numpy()[None], np.zeros((1, 1, 1), np.int64), 1, False, 0.0,
-            np.array([1]), plan.blowup, plan.recorded_scale)  # compile/load, untimed
+    _load_kernel(x.dtype)  # compile or load from cache, untimed
     started = time.perf_counter()
     logged, losses, diverged = descend(x, y, theta.numpy()[None], *args)
     elapsed = time.perf_counter() - started

@@ -8,7 +8,6 @@ size, lr, epochs). Otherwise the row says why there is no figure, never a wrong 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from descent.config import AIRFOIL_CSV, LOSSES, Config, Recipe, read_yaml

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from descent.config import Config, Init, Recipe, batch_size
-from descent.engine import Plan, Trajectory, make_schedule, memory_needed, train
-from descent.io import UserError
+from descent.engine import (Plan, Trajectory, make_schedule, memory_needed, total_updates,
+                            train)
 from descent.limits import check_memory, check_work
 
 
@@ -53,12 +53,7 @@ def check_fits(config: Config, recipe: Recipe, variant: str, n_examples: int,
     plan = plan_of(config, recipe, variant, n_examples)
     where = f"{variant} on recipe {recipe.name}"
     fix = f"lower variants.{variant}.{recipe.name}.epochs"
-    if recipe.drop_last and n_examples < plan.batch_size:
-        raise UserError(f"recipes.{recipe.name}: drop_last leaves no batch of "
-                        f"{plan.batch_size} in {n_examples} examples; lower batch_size or set "
-                        "drop_last: false")
-    per_epoch = -(-n_examples // plan.batch_size)
-    check_work(where, plan.epochs * per_epoch, fix)
+    check_work(where, total_updates(plan), fix)
     itemsize = 4 if config.dtype == "float32" else 8
     check_memory(where, memory_needed(n_examples, n_features, plan, itemsize),
                  f"{fix}, or raise train.log_every")

@@ -77,9 +77,9 @@ PARAMS_CASES = {
     "unknown key": ("train", "  log_every: 100", "  log_evry: 100",
                     "train has no 'log_every'"),
     "yes is not a flag": ("train", "shuffle: false", "shuffle: yes", "is 'yes'"),
+    # No CUDA: "... CUDA is not available"; fewer than 8 GPUs: "... has N CUDA device(s)".
     "missing device": ("train", "device: auto", "device: cuda:7",
-                       "CUDA is not available" if not os.environ.get("CUDA_VISIBLE_DEVICES")
-                       else "CUDA device"),
+                       "device 'cuda:7' requested but"),
     "recipe path outside": ("train", "data: data/prepared/airfoil.csv",
                             "data: ../../etc/passwd.csv", "must be a .csv path inside"),
     "recipe named like a path": ("train", "  airfoil:                   #",
