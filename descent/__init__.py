@@ -6,3 +6,9 @@ The library behind the DVC stages in `stages/`: the validated config (`config`),
 I/O (`io`). Modules import torch, pandas or scikit-learn only where they need them, so a
 stage pays only for what it uses.
 """
+
+import os as _os
+
+# The process that started us (dvc, for a stage), read before any slow import: if it dies
+# while we import, io.cli still notices after installing its parent-death signal.
+LAUNCHER_PID = _os.getppid()

@@ -33,13 +33,14 @@ def _end_with_parent() -> None:
         return
     import ctypes
 
-    parent = os.getppid()
+    from descent import LAUNCHER_PID
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if os.getppid() != LAUNCHER_PID:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
