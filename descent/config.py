@@ -99,6 +99,7 @@ class Steps:
 @dataclass(frozen=True)
 class Config:
     seed: int
+    seeds: int      # runs per (recipe, variant): seeds seed, seed + 1, ..., seed + seeds - 1
     device: str
     dtype: str
     batch_size: int
@@ -109,6 +110,11 @@ class Config:
     recipes: dict[str, Recipe]
     variants: dict[str, dict[str, Steps]]   # variant -> recipe -> steps
     target_excess: float
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds of every (recipe, variant)'s runs; run k alone is `seed: seed + k`."""
+        return [self.seed + k for k in range(self.seeds)]
 
     def steps(self, variant: str, recipe: str) -> Steps:
         return self.variants[variant][recipe]
@@ -236,7 +242,7 @@ def _device(value: Any) -> str:
 
 
 # --- the sections --------------------------------------------------------------------
-TOP = ("seed", "device", "dtype", "batch_size", "fetch", "prepare", "synthetic", "train",
+TOP = ("seed", "seeds", "device", "dtype", "batch_size", "fetch", "prepare", "synthetic", "train",
        "recipes", "variants", "evaluate")
 
 
@@ -262,6 +268,7 @@ def parse(params: Any) -> Config:
                         "have no float64; set dtype: float32 or device: cpu")
     return Config(
         seed=_integer(top["seed"], "seed", 0),
+        seeds=_seeds(top["seeds"]),
         device=device, dtype=dtype,
         batch_size=_integer(top["batch_size"], "batch_size", 1),
         fetch=Fetch(tuple(sources), sha.lower(), fetch["output"]),
@@ -376,6 +383,16 @@ def _variants(node: Any, recipes: dict[str, Recipe]) -> dict[str, dict[str, Step
                                             epochs=_integer(steps["epochs"], f"{key}.epochs",
                                                             1))
     return variants
+
+
+MAX_SEEDS = 4096  # runs per (recipe, variant); past this the per-seed files grow unwieldy
+
+
+def _seeds(value: Any) -> int:
+    seeds = _integer(value, "seeds", 2)  # a spread needs two runs
+    if seeds > MAX_SEEDS:
+        raise _fail("seeds", value, f"must be at most {MAX_SEEDS}")
+    return seeds
 
 
 def batch_size(config: Config, variant: str, n_examples: int) -> int:

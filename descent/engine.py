@@ -16,6 +16,7 @@ Both return the parameters at the logging points only; nothing is copied to the 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -38,13 +39,16 @@ def total_updates(plan: "Plan") -> int:
     return plan.epochs * (full + (1 if rest and not plan.drop_last else 0))
 
 
-def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int) -> int:
-    """Bytes one run needs at its peak, estimated from its plan (engine affine or loop).
+def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
+                  runs: int = 1) -> int:
+    """Bytes `runs` runs of one plan need at their peak, estimated from the plan.
 
-    The schedule holds every epoch's order (epochs x N indices) and a few numbers per update;
-    a chunk holds its rows gathered, one (p+1)^2 map per update (three times, for the scan's
-    temporaries) and an N x (points in the chunk) residual matrix for the logged losses. A
-    chunk stretches to the next logging point, so log_every sets its size when it is larger.
+    Each run's schedule holds every epoch's order (epochs x N indices), and each run's
+    parameters and loss at every logging point are kept; the schedule adds a few numbers per
+    update. Engine affine (one run at a time) adds a chunk: its rows gathered, one (p+1)^2
+    map per update (three times, for the scan's temporaries) and an N x (points in the chunk)
+    residual matrix for the logged losses. A chunk stretches to the next logging point, so
+    log_every sets its size when it is larger.
     """
     p1, n = n_features + 1, n_examples
     size = min(plan.batch_size, n)
@@ -53,7 +57,7 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int)
     rows = min(max(ROWS_PER_CHUNK, plan.log_every + size), updates * size)
     chunk_updates = max(1, rows // size)
     chunk_points = min(points, rows // plan.log_every + 2)
-    return (plan.epochs * n * 8 + updates * 40 + points * (p1 * itemsize * 2 + 16)
+    return (runs * (plan.epochs * n * 8 + points * (p1 * itemsize * 2 + 16)) + updates * 40
             + rows * (p1 * itemsize * 2 + 8) + chunk_updates * p1 * p1 * itemsize * 3
             + n * chunk_points * itemsize * 2)
 
@@ -175,6 +179,55 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                       logged[:points, -1], losses, seconds[:points], diverged_at)
 
 
+@dataclass
+class Runs:
+    """R runs of one plan from R starts, logged at the same points.
+
+    A diverged run stops at its last sound logging point: its later losses are NaN (they
+    never reach a metrics file) and `final` holds its parameters at that point.
+    """
+    log_updates: np.ndarray   # (P,) update counts at the logging points, 0 first
+    losses: np.ndarray        # (R, P) float64 whole-set loss in the recorded convention
+    final: np.ndarray         # (R, p+1) float64 weights then bias at the last sound point
+    diverged_at: np.ndarray   # (R,) int64 first unsound update, -1 for a run that never was
+    seconds: float            # wall-clock time training all R runs (loss evaluation aside)
+
+
+def train_runs(features: torch.Tensor, targets: torch.Tensor, thetas: torch.Tensor,
+               plan: Plan, schedule: Schedule, engine: str = "auto", progress=None) -> Runs:
+    """R runs at once from thetas (R, p+1); schedule.order is (R, epochs, N), one per run.
+
+    The compiled kernel takes all runs in one call (in parallel over runs); the affine and
+    loop engines take them one after another. Every run's iterates are the same either way.
+    """
+    if engine == "auto":
+        engine = "compiled" if features.device.type == "cpu" else "affine"
+    if engine == "compiled":
+        if features.device.type != "cpu":
+            raise UserError(f"train.engine 'compiled' runs on the CPU, not on "
+                            f"{features.device}; set train.engine: auto (or device: cpu)")
+        return _compiled_runs(features, targets, thetas, plan, schedule, progress)
+    log_updates = np.r_[0, schedule.log_after]
+    runs, p1 = len(thetas), thetas.shape[1]
+    losses = np.full((runs, len(log_updates)), np.nan)
+    final, diverged_at, seconds = np.empty((runs, p1)), np.full(runs, -1), 0.0
+    for r in range(runs):
+        one = train(features, targets, thetas[r, :-1], thetas[r, -1], plan,
+                    dataclasses.replace(schedule, order=schedule.order[r]), engine, progress)
+        losses[r, :len(one.losses)] = one.losses
+        final[r] = np.r_[one.weights[-1].cpu().double().numpy(), float(one.biases[-1])]
+        diverged_at[r] = -1 if one.diverged_at_update is None else one.diverged_at_update
+        seconds += float(one.seconds[-1])
+    return Runs(log_updates, losses, final, diverged_at, seconds)
+
+
+def _compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
+    logged, losses, last, diverged_at, seconds = _compiled(features, targets, thetas, plan,
+                                                           schedule, progress)
+    final = logged[np.arange(len(thetas)), last].astype(np.float64)
+    return Runs(np.r_[0, schedule.log_after], losses, final, diverged_at, seconds)
+
+
 @functools.cache
 def _load_kernel(dtype: np.dtype) -> None:
     """Call the kernel once on a one-row problem, so its compilation is never timed."""
@@ -184,36 +237,48 @@ def _load_kernel(dtype: np.dtype) -> None:
             np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
 
 
-def _train_compiled(features, targets, theta, plan, schedule, progress) -> Trajectory:
-    """The numba kernel (descent.kernel): exact sequential updates, one run, on the CPU.
+def _compiled(features, targets, thetas, plan, schedule, progress):
+    """The numba kernel (descent.kernel): exact sequential updates, R runs, on the CPU.
 
     Its whole-set losses come from float64 sufficient statistics (X'X, X'y, y'y), and it
     applies the same divergence rule as the other engines, checked at logging points and
-    located exactly by replaying the interval.
+    located exactly by replaying the interval. Returns (logged, losses, last sound point,
+    diverged_at, seconds); losses after a run's last sound point are NaN.
     """
     from descent.kernel import descend
 
     x, y = features.numpy(), targets.numpy()
-    args = (schedule.order.numpy()[None], min(plan.batch_size, plan.n_examples),
-            plan.drop_last, 2 * plan.gradient_scale * plan.lr, schedule.log_after,
-            plan.blowup, plan.recorded_scale)
     _load_kernel(x.dtype)  # compile or load from cache, untimed
     started = time.perf_counter()
-    logged, losses, diverged = descend(x, y, theta.numpy()[None], *args)
-    elapsed = time.perf_counter() - started
+    logged, losses, diverged_at = descend(
+        x, y, thetas.numpy(), schedule.order.numpy(), min(plan.batch_size, plan.n_examples),
+        plan.drop_last, 2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
+        plan.recorded_scale)
+    seconds = time.perf_counter() - started
     if progress:
-        progress(len(schedule.batch_sizes))
-    at = int(diverged[0])
-    if at == 0:
+        progress(len(schedule.batch_sizes) * len(thetas))
+    if (diverged_at == 0).any():
         raise UserError("the initial parameters give a non-finite loss; use a smaller init "
                         "or standardize the data")
     log_updates = np.r_[0, schedule.log_after]
-    keep = log_updates < at if at > 0 else slice(None)  # rows before the first unsound one
+    # A run's last sound point: the last logging point before the update it diverged at.
+    last = np.where(diverged_at > 0, np.searchsorted(log_updates, diverged_at) - 1,
+                    len(log_updates) - 1)
+    losses[np.arange(len(log_updates)) > last[:, None]] = np.nan
+    return logged, losses, last, diverged_at.astype(np.int64), seconds
+
+
+def _train_compiled(features, targets, theta, plan, schedule, progress) -> Trajectory:
+    one = dataclasses.replace(schedule, order=schedule.order[None])
+    logged, losses, last, diverged_at, elapsed = _compiled(features, targets, theta[None],
+                                                           plan, one, progress)
+    log_updates = np.r_[0, schedule.log_after][:last[0] + 1]
     # One call times the whole run; seconds at logging points are shared out by update count.
-    seconds = elapsed * log_updates / max(1, log_updates[-1])
-    kept = torch.from_numpy(logged[0][keep])
-    return Trajectory(log_updates[keep], kept[:, :-1], kept[:, -1], losses[0][keep],
-                      seconds[keep], at if at > 0 else None)
+    seconds = elapsed * log_updates / max(1, schedule.log_after[-1])
+    kept = torch.from_numpy(logged[0, :last[0] + 1])
+    at = int(diverged_at[0])
+    return Trajectory(log_updates, kept[:, :-1], kept[:, -1], losses[0, :last[0] + 1],
+                      seconds, at if at > 0 else None)
 
 
 class _Watch:

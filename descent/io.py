@@ -142,5 +142,23 @@ def write_csv(path: Path, frame: Any, **to_csv_options: Any) -> None:
         tmp, index=False, lineterminator="\n", **to_csv_options))
 
 
+def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """numpy arrays in one .npz file (np.load reads it), with stable bytes: np.savez stamps
+    each member with the current time, so the same arrays would give another file."""
+    import zipfile
+
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, array in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                member.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(member, "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asarray(array), allow_pickle=False)
+
+    atomic_write(path, write)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())

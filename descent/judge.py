@@ -7,6 +7,7 @@ import numpy as np
 
 from descent.config import VARIANTS
 from descent.io import ROOT, UserError, read_json
+from descent.numbers import significant
 
 NOT_REACHED = "not reached"
 DIVERGED = "diverged"
@@ -22,72 +23,164 @@ def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) ->
             "weights": model.coef_.tolist(), "bias": float(model.intercept_)}
 
 
-def as_metrics(optimum: dict) -> dict:
+def as_metrics(optimum: dict, digits: int) -> dict:
     """Weights as w1, w2, ... keys: DVC's metric tables show numbers, not lists."""
-    weights = {f"w{i + 1}": value for i, value in enumerate(optimum["weights"])}
-    return {"loss": optimum["loss"], "bias": optimum["bias"], **weights}
+    weights = {f"w{i + 1}": significant(value, digits)
+               for i, value in enumerate(optimum["weights"])}
+    return {"loss": significant(optimum["loss"], digits),
+            "bias": significant(optimum["bias"], digits), **weights}
 
 
-def first_reaching(curve, threshold: float):
-    """The first logged row whose loss is at or below threshold, or None."""
-    reached = curve[curve["loss"] <= threshold]
-    return None if reached.empty else reached.iloc[0]
+def spread(values, digits: int, scale: float) -> dict:
+    """Mean, standard deviation and 95 % confidence interval of the mean (Student t), over
+    runs; rounded to `digits` significant digits of `scale` (the figures' magnitude)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    n, mean = len(values), float(np.mean(values))
+    result = {"mean": significant(mean, digits, scale), "n": n}
+    if n >= 2:
+        sd = float(np.std(values, ddof=1))
+        half = float(t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+        result.update(sd=significant(sd, digits, scale),
+                      ci95_low=significant(mean - half, digits, scale),
+                      ci95_high=significant(mean + half, digits, scale))
+    return result
 
 
-def judge(result: dict, curve, timing: dict, optimum: dict, truth: dict | None,
-          target_excess: float) -> tuple[dict, dict]:
-    """Metrics of one (recipe, variant) result: (deterministic, timings)."""
-    deterministic: dict[str, Any] = {
-        "batch_size": result["batch_size"], "lr": result["lr"], "epochs": result["epochs"],
-        "updates": result["updates"], "diverged": result["diverged"]}
-    speed: dict[str, Any] = {}
-    if "seconds_per_epoch" in timing:
-        speed["seconds_per_epoch"] = timing["seconds_per_epoch"]
-    if result["diverged"]:
-        deterministic["diverged_at_update"] = result["diverged_at_update"]
-        for key in ("final_loss", "excess_loss", "relative_excess", "weights_distance",
-                    "bias_distance", "examples_to_target"):
-            deterministic[key] = DIVERGED
-        speed["seconds_to_target"] = DIVERGED
-        return deterministic, speed
-
-    weights, bias = np.array(result["weights"]), result["bias"]
-    excess = result["loss"] - optimum["loss"]
-    deterministic.update({
-        "final_loss": result["loss"], "excess_loss": excess,
-        "relative_excess": excess / optimum["loss"] if optimum["loss"] > 0 else excess,
+def seed_figures(run: dict, losses: np.ndarray, examples: np.ndarray, optimum: dict,
+                 truth: dict | None, target: float) -> dict[str, Any]:
+    """One seed's figures against the optimum (unrounded); a diverged run has none."""
+    if run["diverged"]:
+        return {"diverged": True, "diverged_at_update": run["diverged_at_update"]}
+    weights, bias = np.array(run["weights"]), run["bias"]
+    figures: dict[str, Any] = {
+        "diverged": False, "final_loss": run["loss"],
+        "excess_loss": run["loss"] - optimum["loss"],
         "weights_distance": float(np.linalg.norm(weights - np.array(optimum["weights"]))),
-        "bias_distance": abs(bias - optimum["bias"])})
+        "bias_distance": abs(bias - optimum["bias"])}
     if truth is not None:
-        deterministic["true_weights_distance"] = float(
+        figures["true_weights_distance"] = float(
             np.linalg.norm(weights - np.array(truth["weights"])))
-        deterministic["true_bias_distance"] = abs(bias - truth["bias"])
-    target = first_reaching(curve, optimum["loss"] * (1 + target_excess))
-    if target is None:
-        deterministic["examples_to_target"] = NOT_REACHED
-        speed["seconds_to_target"] = NOT_REACHED
-    else:
-        deterministic["examples_to_target"] = int(target["examples"])
-        deterministic["updates_to_target"] = int(target["updates"])
-        seconds = timing["curve"].set_index("updates")["seconds"]
-        speed["seconds_to_target"] = float(seconds[int(target["updates"])])
-    return deterministic, speed
+        figures["true_bias_distance"] = abs(bias - truth["bias"])
+    reached = np.flatnonzero(losses <= target)  # NaN (after divergence) never compares true
+    figures["examples_to_target"] = int(examples[reached[0]]) if len(reached) else None
+    return figures
 
 
-def load_trained(variant: str) -> tuple[dict, Any, dict, Any]:
-    """What train@<variant> wrote: results, loss curves, timings, timing curves."""
-    import pandas as pd
+SPREAD_FIGURES = ("final_loss", "excess_loss", "weights_distance", "bias_distance",
+                  "true_weights_distance", "true_bias_distance")
 
+
+def judge(result: dict, curves: dict, optimum: dict, truth: dict | None,
+          target_excess: float, digits: int) -> tuple[dict, list[dict]]:
+    """A (recipe, variant)'s metrics over its seeds, and each seed's figures.
+
+    Spreads are over the runs that did not diverge; `diverged_fraction` says how many did,
+    and a figure no run reached reads "diverged" or "not reached", never NaN or null.
+    """
+    target = optimum["loss"] * (1 + target_excess)
+    seeds = [seed_figures(run, curves["losses"][r], curves["examples"], optimum, truth, target)
+             for r, run in enumerate(result["runs"])]
+    sound = [figures for figures in seeds if not figures["diverged"]]
+    metrics: dict[str, Any] = {key: result[key] for key in ("batch_size", "lr", "epochs",
+                                                            "updates")}
+    metrics["runs"] = len(seeds)
+    metrics["diverged_fraction"] = 1 - len(sound) / len(seeds)
+    if len(sound) < len(seeds):
+        metrics["earliest_divergence_update"] = min(
+            figures["diverged_at_update"] for figures in seeds if figures["diverged"])
+    loss_scale = np.mean([f["final_loss"] for f in sound]) if sound else 1.0
+    parameter_scale = max(np.abs(np.r_[optimum["weights"], optimum["bias"]]).max(), 1e-300)
+    for key in SPREAD_FIGURES:
+        if truth is None and key.startswith("true_"):
+            continue
+        scale = parameter_scale if key.endswith("distance") else loss_scale
+        metrics[key] = spread([f[key] for f in sound], digits, scale) if sound else DIVERGED
+    reached = [f["examples_to_target"] for f in sound if f["examples_to_target"] is not None]
+    metrics["reached_fraction"] = len(reached) / len(seeds)
+    metrics["examples_to_target"] = spread(reached, 6, np.mean(reached)) if reached \
+        else (DIVERGED if not sound else NOT_REACHED)
+    return metrics, seeds
+
+
+PAIRS = (("gd", "sgd"), ("gd", "minibatch"), ("sgd", "minibatch"))
+
+
+def compare_pair(first: str, second: str, seeds: dict[str, list[dict]], digits: int) -> dict:
+    """Paired comparison of two variants' final losses, seed by seed (same starts).
+
+    `difference` is the spread of (first - second) over the seeds; `lower` names the variant
+    whose mean final loss is lower when its 95 % interval excludes zero, and says
+    "no clear difference" otherwise.
+    """
+    pairs = [(a["final_loss"], b["final_loss"]) for a, b in zip(seeds[first], seeds[second])
+             if not (a["diverged"] or b["diverged"])]
+    if len(pairs) < 2:
+        return {"n": len(pairs), "lower": "too few runs that did not diverge"}
+    losses = np.array(pairs)
+    difference = spread(losses[:, 0] - losses[:, 1], digits, losses.mean())
+    lower = first if difference["ci95_high"] < 0 else second if difference["ci95_low"] > 0 \
+        else "no clear difference"
+    return {"difference": difference, "lower": lower}
+
+
+def per_seed_table(seeds: list[dict], digits: int) -> dict[str, list]:
+    """Each seed's headline figures, as lists (the per-seed detail file)."""
+    def value(figures, key):
+        if figures["diverged"]:
+            return DIVERGED
+        found = figures[key]
+        if found is None:
+            return NOT_REACHED
+        return found if isinstance(found, int) else significant(
+            found, digits, figures["final_loss"])
+
+    return {key: [value(figures, key) for figures in seeds]
+            for key in ("final_loss", "excess_loss", "examples_to_target")}
+
+
+def load_trained(variant: str) -> tuple[dict, Any, dict]:
+    """What train@<variant> wrote: results, per-seed loss curves, timings."""
     try:
-        results = read_json(ROOT / f"metrics/train/{variant}.json")["recipes"]
-        curves = pd.read_csv(ROOT / f"plots/train/{variant}.csv")
+        results = read_json(ROOT / f"metrics/train/{variant}.json")
+        curves = np.load(ROOT / f"data/runs/{variant}.npz")
         timings = read_json(ROOT / f"metrics/timing/{variant}.json")["recipes"]
-        timing_curves = pd.read_csv(ROOT / f"plots/timing/{variant}.csv")
     except FileNotFoundError as missing:
         raise UserError(f"{missing.filename} not found; run `dvc repro train@{variant}` "
                         "first") from None
-    return results, curves, timings, timing_curves
+    return results, curves, timings
 
 
-def load_all_trained() -> dict[str, tuple[dict, Any, dict, Any]]:
+def recipe_curves(curves, recipe: str) -> dict[str, np.ndarray]:
+    return {key: curves[f"{recipe}/{key}"] for key in ("updates", "examples", "losses")}
+
+
+def load_all_trained() -> dict[str, tuple[dict, Any, dict]]:
     return {variant: load_trained(variant) for variant in VARIANTS}
+
+
+MAX_PLOT_POINTS = 200  # per curve: enough for a smooth line, small HTML (`dvc plots diff`)
+
+
+def band(curves: dict, n_examples: int, seconds_per_update: float):
+    """The mean loss over runs at each logging point, with the 10th-90th percentile band and
+    the number of runs diverged by then, thinned to at most MAX_PLOT_POINTS evenly spread points (first and last kept).
+
+    A point is left out once every run has diverged before it.
+    """
+    import pandas as pd
+
+    losses = curves["losses"]
+    sound = (~np.isnan(losses)).sum(axis=0)
+    keep = np.flatnonzero(sound > 0)
+    if len(keep) > MAX_PLOT_POINTS:
+        keep = keep[np.unique(np.linspace(0, len(keep) - 1, MAX_PLOT_POINTS).round().astype(int))]
+    with np.errstate(all="ignore"):
+        low, high = np.nanpercentile(losses[:, keep], [10, 90], axis=0)
+        mean = np.nanmean(losses[:, keep], axis=0)
+    examples = curves["examples"][keep]
+    return pd.DataFrame({
+        "epoch": examples / n_examples, "examples": examples, "updates": curves["updates"][keep],
+        "seconds": curves["updates"][keep] * seconds_per_update,
+        "loss": mean, "low": low, "high": high, "diverged": len(losses) - sound[keep]})

@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
+
 from descent.config import AIRFOIL_CSV, LOSSES, Config, Recipe, read_yaml
 from descent.io import ROOT, UserError, read_json, write_text
+from descent.numbers import DIGITS, significant
 
 PUBLISHED = ROOT / "data/published.yaml"
 README = ROOT / "README.md"
@@ -41,9 +44,40 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return [key for key, value in expected.items() if actual.get(key) != value]
 
 
+def seed_values(row: dict, recipe: Recipe, result: dict, curves) -> list[float] | str:
+    """This run's value of a published row for each seed that did not diverge, or a string
+    saying why there is none."""
+    quantity = row["quantity"]
+    runs = [run for run in result["runs"] if not run["diverged"]]
+    if not runs:
+        first = min(run["diverged_at_update"] for run in result["runs"])
+        return f"diverged (every seed; the first at update {first})"
+    if quantity == "final_loss":  # in the published figure's loss convention
+        convention = LOSSES[row.get("convention", recipe.loss.name)]
+        return [run["loss"] * convention.scale / recipe.loss.scale for run in runs]
+    if quantity == "weight":
+        return [run["weights"][0] for run in runs]
+    if quantity == "bias":
+        return [run["bias"] for run in runs]
+    if quantity.startswith("loss_after_epoch_"):
+        epoch = int(quantity.rsplit("_", 1)[1])
+        at = np.flatnonzero(curves[f"{recipe.name}/examples"] == epoch * result["examples"])
+        if not len(at):
+            return "epoch not run"
+        losses = curves[f"{recipe.name}/losses"][:, at[0]]
+        return [float(value) for value in losses[~np.isnan(losses)]]
+    if quantity == "max_parameter_error":
+        truth = read_json((ROOT / recipe.data).with_suffix(".json"))
+        return [max(abs(a - b) for a, b in zip(run["weights"] + [run["bias"]],
+                                               truth["weights"] + [truth["bias"]]))
+                for run in runs]
+    raise UserError(f"data/published.yaml: unknown quantity '{quantity}'")
+
+
 def our_figure(row: dict, same_as: dict, config: Config, runs: dict, evaluation: dict,
                curves: dict):
-    """This run's value for a published row, or a string saying why there is none."""
+    """Our distribution of a published row's quantity over the seeds (mean, sd, n and the
+    published value's z-score), a single value (closed form), or why there is none."""
     recipe_name, variant, quantity = row["recipe"], row["variant"], row["quantity"]
     recipe = config.recipes.get(recipe_name)
     if recipe is None:
@@ -57,46 +91,44 @@ def our_figure(row: dict, same_as: dict, config: Config, runs: dict, evaluation:
     if differences(row.get("needs", {}), result):
         settings = ", ".join(f"{key} {value}" for key, value in row["needs"].items())
         return f"not in this run ({settings} needed)"
-    if result["diverged"]:
-        return f"diverged at update {result['diverged_at_update']}"
-    if quantity == "final_loss":  # in the published figure's loss convention
-        convention = LOSSES[row.get("convention", recipe.loss.name)]
-        return result["loss"] * convention.scale / recipe.loss.scale
-    if quantity == "weight":
-        return result["weights"][0]
-    if quantity == "bias":
-        return result["bias"]
-    if quantity.startswith("loss_after_epoch_"):
-        epoch = int(quantity.rsplit("_", 1)[1])
-        curve = curves[variant]
-        at = curve[(curve["recipe"] == recipe_name) & (curve["epoch"] == epoch)]
-        return float(at["loss"].iloc[0]) if len(at) else "epoch not run"
-    if quantity == "max_parameter_error":
-        truth = read_json((ROOT / recipe.data).with_suffix(".json"))
-        errors = [abs(a - b) for a, b in zip(result["weights"] + [result["bias"]],
-                                             truth["weights"] + [truth["bias"]])]
-        return max(errors)
-    raise UserError(f"data/published.yaml: unknown quantity '{quantity}'")
+    values = seed_values(row, recipe, result, curves[variant])
+    if isinstance(values, str):
+        return values
+    values = np.array(values)
+    mean, digits = float(values.mean()), DIGITS[config.dtype]
+    sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    ours = {"mean": significant(mean, digits), "sd": significant(sd, digits, mean),
+            "n": len(values), "diverged": len(result["runs"]) - len(values)}
+    if isinstance(row["published"], (int, float)) and sd > 0:
+        ours["z"] = round((row["published"] - mean) / sd, 2)  # for reading, not arithmetic
+    return ours
 
 
 def number(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def build(config: Config) -> tuple[list[dict], str]:
-    import pandas as pd
+def shown(ours: Any) -> tuple[str, str]:
+    """(our figure, the published value's z-score) as table cells."""
+    if not isinstance(ours, dict):
+        return number(ours), ""
+    text = f"{ours['mean']:.6g} ± {ours['sd']:.2g} (n {ours['n']}" + (
+        f", {ours['diverged']} diverged)" if ours["diverged"] else ")")
+    return text, f"{ours['z']:+.1f}" if "z" in ours else ""
 
+
+def build(config: Config) -> tuple[list[dict], str]:
     from descent.config import VARIANTS
 
     published = read_yaml(PUBLISHED)
     try:
         runs = {v: read_json(ROOT / f"metrics/train/{v}.json") for v in VARIANTS}
-        curves = {v: pd.read_csv(ROOT / f"plots/train/{v}.csv") for v in VARIANTS}
+        curves = {v: np.load(ROOT / f"data/runs/{v}.npz") for v in VARIANTS}
         evaluation = read_json(ROOT / "metrics/evaluate.json")
     except FileNotFoundError as missing:
         raise UserError(f"{missing.filename} not found; run `dvc repro` first") from None
-    rows, lines = [], ["| experiment | recipe · variant | quantity | published | this pipeline |",
-                       "|---|---|---|---|---|"]
+    rows, lines = [], ["| experiment | recipe · variant | quantity | published | this pipeline: "
+                       "mean ± sd over seeds | z of published |", "|---|---|---|---|---|---|"]
     for experiment in published:
         for row in experiment["rows"]:
             ours = our_figure(row, experiment["same_as"], config, runs, evaluation, curves)
@@ -106,8 +138,9 @@ def build(config: Config) -> tuple[list[dict], str]:
             quantity = row["quantity"].replace("_", " ") + (
                 " (plain MSE)" if row.get("convention") == "mse" else "")
             rows.append({**row, "experiment": experiment["experiment"], "ours": ours})
+            figure, z = shown(ours)
             lines.append(f"| {experiment['experiment']} | {label} | {quantity} | "
-                         f"{number(row['published'])} | {number(ours)} |")
+                         f"{number(row['published'])} | {figure} | {z} |")
     return rows, "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
-"""One (recipe, variant) run: its plan, seeded start, descent, and the tables it records."""
+"""The runs of one (recipe, variant), one per seed: plan, seeded starts, descent, records."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
@@ -9,9 +10,10 @@ import numpy as np
 import torch
 
 from descent.config import Config, Init, Recipe, batch_size
-from descent.engine import (Plan, Trajectory, make_schedule, memory_needed, total_updates,
-                            train)
+from descent.engine import (Plan, Runs, Schedule, make_schedule, memory_needed,
+                            total_updates, train_runs)
 from descent.limits import check_memory, check_work
+from descent.numbers import significant
 
 
 def run_seed(seed: int, recipe: str, variant: str) -> int:
@@ -49,80 +51,98 @@ def plan_of(config: Config, recipe: Recipe, variant: str, n_examples: int) -> Pl
 
 def check_fits(config: Config, recipe: Recipe, variant: str, n_examples: int,
                n_features: int) -> None:
-    """Refuse, before any work, a run whose memory or number of updates cannot fit."""
+    """Refuse, before any work, runs whose memory or number of updates cannot fit."""
     plan = plan_of(config, recipe, variant, n_examples)
     where = f"{variant} on recipe {recipe.name}"
     fix = f"lower variants.{variant}.{recipe.name}.epochs"
-    check_work(where, total_updates(plan), fix)
+    check_work(where, total_updates(plan) * config.seeds, f"{fix} (or seeds)")
     itemsize = 4 if config.dtype == "float32" else 8
-    check_memory(where, memory_needed(n_examples, n_features, plan, itemsize),
-                 f"{fix}, or raise train.log_every")
+    check_memory(where, memory_needed(n_examples, n_features, plan, itemsize, config.seeds),
+                 f"{fix}, lower seeds, or raise train.log_every")
 
 
 @dataclass
-class Run:
-    """A finished run: its plan, the trajectory at logging points, and examples seen there."""
+class SeededRuns:
+    """The runs of one (recipe, variant), one per seed, and the examples seen at each point."""
     plan: Plan
-    trajectory: Trajectory
+    seeds: list[int]
+    runs: Runs
     examples: np.ndarray     # (points,) examples seen at each logging point
 
     @property
-    def diverged(self) -> bool:
-        return self.trajectory.diverged_at_update is not None
+    def epochs_at(self) -> np.ndarray:
+        return self.examples / self.plan.n_examples
+
+
+def starts(recipe: Recipe, n_features: int, seeds: list[int]) -> torch.Tensor:
+    """(R, p+1) float64 starting weights and bias, one row per seed.
+
+    A seed's start depends on the recipe only, not on the variant, so the variants' runs
+    with one seed begin at the same point and can be compared pair by pair.
+    """
+    rows = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(run_seed(seed, recipe.name, "init"))
+        weights, bias = initial_parameters(recipe.init, n_features, generator)
+        rows.append(torch.cat([weights, bias.reshape(1)]))
+    return torch.stack(rows)
+
+
+def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> Schedule:
+    """The shared schedule with each seed's own example order: order is (R, epochs, N)."""
+    schedules = [make_schedule(plan, torch.Generator().manual_seed(
+        run_seed(seed, recipe.name, variant))) for seed in seeds]
+    return dataclasses.replace(schedules[0], order=torch.stack([s.order for s in schedules]))
 
 
 def descend(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
-            targets: np.ndarray, device: torch.device, seed: int, progress=None) -> Run:
-    """Train one (recipe, variant) from its seeded start on (features, targets)."""
+            targets: np.ndarray, device: torch.device, seeds: list[int],
+            progress=None) -> SeededRuns:
+    """Train one (recipe, variant) once per seed, all seeds in one call of the engine.
+
+    Seed s gives the same run whichever other seeds are trained beside it.
+    """
     dtype = getattr(torch, config.dtype)
     plan = plan_of(config, recipe, variant, len(targets))
-    generator = torch.Generator().manual_seed(run_seed(seed, recipe.name, variant))
-    weights, bias = initial_parameters(recipe.init, features.shape[1], generator)
-    schedule = make_schedule(plan, generator)
-    trajectory = train(torch.as_tensor(features, dtype=dtype, device=device),
-                       torch.as_tensor(targets, dtype=dtype, device=device),
-                       weights.to(device, dtype), bias.to(device, dtype), plan, schedule,
-                       engine=config.train.engine, progress=progress)
-    examples = np.r_[0, np.cumsum(schedule.batch_sizes)][trajectory.log_updates]
-    return Run(plan, trajectory, examples)
+    schedule = schedule_of(plan, recipe, variant, seeds)
+    runs = train_runs(torch.as_tensor(features, dtype=dtype, device=device),
+                      torch.as_tensor(targets, dtype=dtype, device=device),
+                      starts(recipe, features.shape[1], seeds).to(device, dtype), plan,
+                      schedule, engine=config.train.engine, progress=progress)
+    examples = np.r_[0, np.cumsum(schedule.batch_sizes)][runs.log_updates]
+    return SeededRuns(plan, list(seeds), runs, examples)
 
 
-def summary(run: Run) -> dict:
-    """The deterministic result of a run, as recorded in metrics/train/<variant>.json."""
-    trajectory, plan = run.trajectory, run.plan
-    result = {
-        "batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
-        "examples": plan.n_examples, "updates": int(trajectory.log_updates[-1]),
-        "diverged": run.diverged,
-        "weights": [float(v) for v in trajectory.weights[-1].cpu().double().numpy()],
-        "bias": float(trajectory.biases[-1]), "initial_loss": float(trajectory.losses[0])}
-    if run.diverged:
-        # The run stopped at its last sound logging point; that loss is no final result.
-        result["diverged_at_update"] = int(trajectory.diverged_at_update)
-        result["last_logged_loss"] = float(trajectory.losses[-1])
-    else:
-        result["loss"] = float(trajectory.losses[-1])
-    return result
+def summary(result: SeededRuns, digits: int) -> dict:
+    """The deterministic result, as recorded in metrics/train/<variant>.json: the plan's
+    figures and each seed's final parameters and loss, to `digits` significant digits."""
+    plan, runs = result.plan, result.runs
+    per_seed = []
+    for r, seed in enumerate(result.seeds):
+        sound = runs.losses[r][~np.isnan(runs.losses[r])]
+        run = {"seed": seed, "initial_loss": significant(sound[0], digits),
+               "weights": [significant(v, digits) for v in runs.final[r, :-1]],
+               "bias": significant(runs.final[r, -1], digits)}
+        if runs.diverged_at[r] >= 0:
+            # The run stopped at its last sound logging point; that loss is no final result.
+            run.update(diverged=True, diverged_at_update=int(runs.diverged_at[r]),
+                       last_logged_loss=significant(sound[-1], digits))
+        else:
+            run.update(diverged=False, loss=significant(sound[-1], digits))
+        per_seed.append(run)
+    return {"batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
+            "examples": plan.n_examples, "updates": int(runs.log_updates[-1]),
+            "runs": per_seed}
 
 
-def curves(run: Run, recipe: str, variant: str):
-    """(loss curve, timing curve) of a run as DataFrames, one row per logging point."""
-    import pandas as pd
-
-    trajectory = run.trajectory
-    loss = pd.DataFrame({"recipe": recipe, "variant": variant,
-                         "epoch": run.examples / run.plan.n_examples,
-                         "updates": trajectory.log_updates, "examples": run.examples,
-                         "loss": trajectory.losses})
-    timing = pd.DataFrame({"recipe": recipe, "variant": variant,
-                           "updates": trajectory.log_updates, "seconds": trajectory.seconds})
-    return loss, timing
+def curves(result: SeededRuns) -> dict[str, np.ndarray]:
+    """Every seed's loss at every logging point (NaN after a run diverged), for the judge."""
+    return {"updates": result.runs.log_updates, "examples": result.examples,
+            "losses": result.runs.losses}
 
 
-def timing(run: Run) -> dict:
-    """Wall-clock figures of a run (vary from run to run; kept apart from results)."""
-    seconds = float(run.trajectory.seconds[-1])
-    epochs_run = run.examples[-1] / run.plan.n_examples
-    # A run that diverged in its first logging interval has no rate.
-    return {"seconds": seconds, **({"seconds_per_epoch": seconds / epochs_run}
-                                   if epochs_run > 0 else {})}
+def timing(result: SeededRuns) -> dict:
+    """Wall-clock figures (vary from run to run; kept apart from results)."""
+    seconds, runs = result.runs.seconds, len(result.seeds)
+    return {"seconds": seconds, "runs": runs,
+            "seconds_per_run_epoch": seconds / (runs * result.plan.epochs)}

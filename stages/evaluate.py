@@ -2,10 +2,13 @@
 
 For each recipe, scikit-learn's LinearRegression (with intercept) is fitted on exactly the
 rows the variants trained on, and its loss is computed in the recipe's loss convention.
-Writes:
-- metrics/evaluate.json  <recipe>.<variant>.<metric> and <recipe>.closed_form.* (deterministic)
-- metrics/speed.json     <recipe>.<variant>.seconds_per_epoch / seconds_to_target (timings)
-- plots/loss/<recipe>.csv, plots/seconds/<recipe>.csv  the three variants' curves, overlaid
+Each variant's seeds give a spread (mean, sd, 95 % interval), and the variants are compared
+pair by pair over the same seeds. Writes:
+- metrics/final_loss.json  <recipe>.<variant>: mean final loss over the seeds (the headline)
+- metrics/evaluate.json    every figure's spread, the closed form, the paired comparisons
+- metrics/seeds.json       each seed's final loss, excess loss and examples to target
+- metrics/speed.json       wall-clock seconds (vary from run to run)
+- plots/loss/<recipe>.csv, plots/seconds/<recipe>.csv  mean curves with their bands
 """
 from __future__ import annotations
 
@@ -18,35 +21,48 @@ def main() -> None:
     import pandas as pd
 
     from descent.data import check_datasets
-    from descent.judge import as_metrics, closed_form, judge, load_all_trained
+    from descent.judge import (DIVERGED, PAIRS, as_metrics, band, closed_form, compare_pair,
+                               judge, load_all_trained, per_seed_table, recipe_curves)
+    from descent.numbers import DIGITS
 
+    digits = DIGITS[config.dtype]
     datasets = check_datasets(config)
     trained = load_all_trained()
-    metrics, speeds = {}, {}
+    headline, metrics, per_seed, speeds = {}, {}, {}, {}
     for name, recipe in config.recipes.items():
         optimum = closed_form(*datasets[name], recipe.loss.scale)
         truth = read_json((ROOT / recipe.data).with_suffix(".json")) \
             if config.synthetic_source(recipe) else None
-        metrics[name], speeds[name] = {"closed_form": as_metrics(optimum)}, {}
-        loss_curves, second_curves = [], []
-        for variant, (results, curves, timings, timing_curves) in trained.items():
-            if name not in results:
+        metrics[name] = {"closed_form": as_metrics(optimum, DIGITS["float64"])}
+        headline[name], per_seed[name], speeds[name], seeds, frames = {}, {}, {}, {}, []
+        for variant, (results, curves, timings) in trained.items():
+            if name not in results["recipes"]:
                 raise UserError(f"train@{variant} has no result for recipe '{name}'; "
                                 f"run `dvc repro train@{variant}`")
-            curve = curves[curves["recipe"] == name]
-            timing_curve = timing_curves[timing_curves["recipe"] == name]
-            metrics[name][variant], speeds[name][variant] = judge(
-                results[name], curve, {**timings[name], "curve": timing_curve}, optimum,
-                truth, config.target_excess)
-            loss_curves.append(curve.drop(columns="recipe"))
-            second_curves.append(curve[["variant", "updates", "loss"]].merge(
-                timing_curve[["updates", "seconds"]], on="updates"))
-        for folder, frames in (("loss", loss_curves), ("seconds", second_curves)):
-            frame = pd.concat(frames).assign(closed_form=optimum["loss"])
-            write_csv(ROOT / f"plots/{folder}/{name}.csv", frame, float_format="%.10g")
+            result, curve = results["recipes"][name], recipe_curves(curves, name)
+            metrics[name][variant], seeds[variant] = judge(
+                result, curve, optimum, truth, config.target_excess, digits)
+            final = metrics[name][variant]["final_loss"]
+            headline[name][variant] = final if final == DIVERGED else final["mean"]
+            per_seed[name][variant] = {"seed": [run["seed"] for run in result["runs"]],
+                                       **per_seed_table(seeds[variant], digits)}
+            speeds[name][variant] = timing = timings[name]
+            per_update = timing["seconds"] / timing["runs"] / max(1, result["updates"])
+            frames.append(band(curve, result["examples"], per_update).assign(variant=variant))
+        metrics[name]["comparisons"] = {f"{a}_vs_{b}": compare_pair(a, b, seeds, digits)
+                                        for a, b in PAIRS}
+        frame = pd.concat(frames).assign(closed_form=optimum["loss"])
+        columns = ["variant", "loss", "low", "high", "diverged", "closed_form"]
+        write_csv(ROOT / f"plots/loss/{name}.csv",
+                  frame[["epoch", "examples", "updates", *columns]], float_format="%.7g")
+        write_csv(ROOT / f"plots/seconds/{name}.csv", frame[["seconds", *columns]],
+                  float_format="%.7g")
+    write_json(ROOT / "metrics/final_loss.json", headline)
     write_json(ROOT / "metrics/evaluate.json", metrics)
+    write_json(ROOT / "metrics/seeds.json", per_seed)
     write_json(ROOT / "metrics/speed.json", speeds)
-    print("wrote metrics/evaluate.json, metrics/speed.json, plots/loss/, plots/seconds/")
+    print(f"judged {config.seeds} seeds x {len(trained)} variants x {len(config.recipes)} "
+          "recipes: metrics/final_loss.json (headline), evaluate.json, seeds.json, speed.json")
 
 
 if __name__ == "__main__":

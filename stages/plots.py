@@ -1,7 +1,7 @@
 """Stage `plots`: one matplotlib figure comparing the three variants on every recipe.
 
-Writes plots/comparison.png (excess loss over the closed-form optimum against epochs and
-against seconds, a panel per recipe).
+Writes plots/comparison.png (mean excess loss over the closed-form optimum, with its band
+over the seeds, against epochs and against time, a panel per recipe).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def main() -> None:
         judged = read_json(ROOT / "metrics/evaluate.json")
     except FileNotFoundError:
         raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
-    draw(list(config.recipes), judged, ROOT / "plots/comparison.png")
+    draw(list(config.recipes), judged, config.seeds, ROOT / "plots/comparison.png")
     print("wrote plots/comparison.png")
 
 

@@ -1,17 +1,17 @@
-"""Stage `train@<variant>`: train the linear model on every recipe with one descent variant.
+"""Stage `train@<variant>`: train the linear model on every recipe with one descent variant,
+once per seed (`seed`, `seed + 1`, ... `seeds` runs), all seeds in one call of the engine.
 
     python -m stages.train gd|sgd|minibatch
 
 Writes, for the variant:
-- metrics/train/<variant>.json  final parameters and loss per recipe (deterministic)
-- plots/train/<variant>.csv     whole-set loss at each logging point (deterministic)
-- metrics/timing/<variant>.json seconds per epoch per recipe (varies run to run)
-- plots/timing/<variant>.csv    wall-clock seconds at each logging point
+- metrics/train/<variant>.json  each seed's final parameters and loss per recipe
+- data/runs/<variant>.npz       each seed's whole-set loss at every logging point (DVC-cached)
+- metrics/timing/<variant>.json wall-clock seconds per recipe (varies run to run)
 """
 from __future__ import annotations
 
 from descent import config as configuration
-from descent.io import ROOT, UserError, cli, write_csv, write_json
+from descent.io import ROOT, UserError, cli, write_arrays, write_json
 
 
 def main(variant: str = "") -> None:
@@ -23,36 +23,39 @@ def main(variant: str = "") -> None:
     datasets = check_datasets(config)
     from descent import training  # imports torch
     from descent.engine import resolve_device
+    from descent.numbers import DIGITS
 
     for recipe in config.recipes.values():  # refuse what cannot fit before any work
         features, _ = datasets[recipe.name]
         training.check_fits(config, recipe, variant, *features.shape)
     device = resolve_device(config.device)
-    import pandas as pd
     from tqdm import tqdm
 
-    results, timings, loss_curves, timing_curves = {}, {}, [], []
+    results, timings, arrays = {}, {}, {}
     for recipe in config.recipes.values():
         features, targets = datasets[recipe.name]
         with tqdm(desc=f"{variant} {recipe.name}", unit="upd", delay=1.0, leave=False) as bar:
-            run = training.descend(config, recipe, variant, features, targets, device,
-                                   config.seed, progress=bar.update)
-        results[recipe.name] = summary = training.summary(run)
-        timings[recipe.name] = training.timing(run)
-        loss_curve, timing_curve = training.curves(run, recipe.name, variant)
-        loss_curves.append(loss_curve)
-        timing_curves.append(timing_curve)
-        state = (f"diverged at update {summary['diverged_at_update']}" if run.diverged
-                 else f"loss {summary['loss']:.6f}")
-        print(f"{variant:9s} {recipe.name:22s} batch {summary['batch_size']:5d}  {state}")
+            seeded = training.descend(config, recipe, variant, features, targets, device,
+                                      config.seed_list, progress=bar.update)
+        results[recipe.name] = training.summary(seeded, DIGITS[config.dtype])
+        timings[recipe.name] = training.timing(seeded)
+        arrays.update({f"{recipe.name}/{key}": value
+                       for key, value in training.curves(seeded).items()})
+        diverged = int((seeded.runs.diverged_at >= 0).sum())
+        print(f"{variant:9s} {recipe.name:22s} batch {seeded.plan.batch_size:5d}  "
+              f"{config.seeds} seeds" + (f", {diverged} diverged" if diverged else ""))
+    clipped = [name for name, result in results.items()
+               if variant == "minibatch" and result["batch_size"] < config.batch_size]
+    if clipped:
+        print(f"notice: batch_size {config.batch_size} is more than the rows of "
+              f"{', '.join(clipped)}; those ran with every row per batch (recorded as their "
+              "batch_size)")
 
-    setup = {"device": str(device), "dtype": config.dtype, "engine": config.train.engine}
+    setup = {"device": str(device), "dtype": config.dtype, "engine": config.train.engine,
+             "seed": config.seed, "seeds": config.seeds}
     write_json(ROOT / f"metrics/train/{variant}.json", {"setup": setup, "recipes": results})
-    write_csv(ROOT / f"plots/train/{variant}.csv", pd.concat(loss_curves),
-              float_format="%.10g")
+    write_arrays(ROOT / f"data/runs/{variant}.npz", arrays)
     write_json(ROOT / f"metrics/timing/{variant}.json", {"setup": setup, "recipes": timings})
-    write_csv(ROOT / f"plots/timing/{variant}.csv", pd.concat(timing_curves),
-              float_format="%.6g")
 
 
 if __name__ == "__main__":

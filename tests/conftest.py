@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,13 +16,47 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com
                 "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 
 
+TEST_COPY = ROOT / ".dvc" / "tmp" / "descent-tests" / "airfoil_self_noise.dat"
+
+
+def find_airfoil() -> Path:
+    """AIRFOIL_SOURCE, else ../shared/data, else a copy fetched once (checksum checked) from
+    the sources in params.yaml, as the fetch stage would."""
+    if os.environ.get("AIRFOIL_SOURCE"):
+        return Path(os.environ["AIRFOIL_SOURCE"]).resolve()
+    if SHARED_AIRFOIL.is_file():
+        return SHARED_AIRFOIL.resolve()
+    if not TEST_COPY.is_file():
+        from descent import config as configuration
+        from descent.download import fetch
+
+        settings = configuration.load()
+        fetch(list(settings.fetch.sources), settings.fetch.sha256, TEST_COPY)
+    return TEST_COPY
+
+
+def pytest_sessionstart(session) -> None:
+    """Without the airfoil data most tests cannot run: say so in one line, before any."""
+    from descent.io import UserError
+
+    try:
+        path = find_airfoil()
+    except UserError:
+        path = None
+    if os.environ.get("AIRFOIL_SOURCE") and (path is None or not path.is_file()):
+        pytest.exit(f"AIRFOIL_SOURCE={os.environ['AIRFOIL_SOURCE']} is not a file; point it "
+                    "at a copy of airfoil_self_noise.dat and rerun", returncode=2)
+    if path is None or not path.is_file():
+        pytest.exit("the tests need the airfoil data and could not fetch it (no network?); "
+                    "set AIRFOIL_SOURCE=/path/to/airfoil_self_noise.dat and rerun",
+                    returncode=2)
+    os.environ["AIRFOIL_SOURCE"] = str(path)  # stages run by the tests use the same copy
+
+
 @pytest.fixture(scope="session")
 def airfoil_file() -> Path:
-    """The local copy of the airfoil data (AIRFOIL_SOURCE, else ../shared/data)."""
-    path = Path(os.environ.get("AIRFOIL_SOURCE") or SHARED_AIRFOIL).resolve()
-    if not path.is_file():
-        pytest.fail(f"airfoil data not found at {path}: set AIRFOIL_SOURCE to a local copy")
-    return path
+    """The local copy of the airfoil data (checked at session start)."""
+    return find_airfoil()
 
 
 def project_files() -> list[str]:
@@ -64,3 +99,25 @@ def copy_project(destination: Path, airfoil: Path, with_outputs_from: Path | Non
 @pytest.fixture
 def env(airfoil_file) -> dict[str, str]:
     return stage_env(airfoil_file)
+
+
+def dvc(project: Path, env, *args: str, check: bool = True):
+    return run(["dvc", *args], project, env, check=check)
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, airfoil_file) -> Path:
+    """The project after `dvc repro`, results committed, as a user would have it."""
+    project = copy_project(tmp_path_factory.mktemp("built") / "project", airfoil_file)
+    env = stage_env(airfoil_file)
+    first = dvc(project, env, "repro")
+    # The clone carries the committed results; only the DVC-cached data must be rebuilt.
+    assert {"fetch", "prepare", "synthesize"} <= ran(first.stdout)
+    run(["git", "add", "-A"], project, env)
+    if run(["git", "status", "--porcelain"], project, env).stdout.strip():
+        run(["git", "commit", "-q", "-m", "results"], project, env)
+    return project

@@ -20,7 +20,7 @@ def _same(lr: float, epochs: int) -> dict[str, float | int]:
 
 
 REFERENCE: dict[str, Any] = {
-    "seed": 0, "device": "cpu", "dtype": "float32", "batch_size": 10,
+    "seed": 0, "seeds": 16, "device": "cpu", "dtype": "float32", "batch_size": 10,
     "fetch": {"sources": ["https://archive.ics.uci.edu/ml/machine-learning-databases/00291/"
                           "airfoil_self_noise.dat",
                           "http://d2l-data.s3-accelerate.amazonaws.com/airfoil_self_noise.dat"],

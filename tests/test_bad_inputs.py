@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import copy_project, run, stage_env
 
 pytestmark = pytest.mark.e2e
-OUTPUTS = ["metrics/train/gd.json", "plots/train/gd.csv", "metrics/evaluate.json",
+OUTPUTS = ["metrics/train/gd.json", "data/runs/gd.npz", "metrics/evaluate.json",
+           "metrics/final_loss.json",
            "plots/loss/airfoil.csv", "data/synthetic/line_minus5x.csv",
            "data/prepared/airfoil.csv", "data/raw/airfoil_self_noise.dat"]
 

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from descent.judge import DIVERGED, NOT_REACHED, closed_form, judge
+from descent.judge import DIVERGED, NOT_REACHED, closed_form, compare_pair, judge
+from descent.numbers import significant
 
 
 def test_closed_form_matches_the_normal_equations():
@@ -33,43 +34,85 @@ def test_the_airfoil_closed_form_loss_is_the_published_one(airfoil_file, tmp_pat
     assert optimum["loss"] == pytest.approx(0.5 * lstsq[1][0] / 1500, rel=1e-12)
 
 
-def make_run(losses, diverged=False):
-    curve = pd.DataFrame({"examples": np.arange(len(losses)) * 100,
-                          "updates": np.arange(len(losses)) * 10, "loss": losses})
-    run = {"batch_size": 10, "lr": 0.1, "epochs": 1, "updates": 10 * (len(losses) - 1),
-           "diverged": diverged, "weights": [1.0, 2.0], "bias": 0.5, "loss": losses[-1]}
-    if diverged:
-        run["diverged_at_update"] = 42
-    timing = {"seconds_per_epoch": 0.5,
-              "curve": pd.DataFrame({"updates": curve["updates"],
-                                     "seconds": np.arange(len(losses)) * 0.25})}
-    return run, curve, timing
+def make_runs(losses, diverged_at=()):
+    """Runs of two weights with the given loss curves (rows: seeds), logged every 100
+    examples; a run listed in diverged_at diverged at update 42 after its last point."""
+    losses = np.array(losses, dtype=float)
+    runs = []
+    for r, curve in enumerate(losses):
+        run = {"seed": r, "weights": [1.0, 2.0], "bias": 0.5 + r, "diverged": r in diverged_at}
+        if run["diverged"]:
+            run["diverged_at_update"] = 42
+            curve[-1] = np.nan
+        else:
+            run["loss"] = curve[-1]
+        runs.append(run)
+    result = {"batch_size": 10, "lr": 0.1, "epochs": 1, "examples": 1000,
+              "updates": 10 * (losses.shape[1] - 1), "runs": runs}
+    curves = {"examples": np.arange(losses.shape[1]) * 100,
+              "updates": np.arange(losses.shape[1]) * 10, "losses": losses}
+    return result, curves
 
 
 OPTIMUM = {"loss": 1.0, "weights": [1.0, 2.0], "bias": 0.0}
 
 
-def test_judge_finds_the_first_point_within_the_target():
-    run, curve, timing = make_run([3.0, 1.5, 1.009, 1.02, 1.005])
-    metrics, speed = judge(run, curve, timing, OPTIMUM, {"weights": [1.0, 1.0], "bias": 0.0},
-                           target_excess=0.01)
-    assert metrics["examples_to_target"] == 200 and metrics["updates_to_target"] == 20
-    assert speed["seconds_to_target"] == 0.5
-    assert metrics["excess_loss"] == pytest.approx(0.005)
-    assert metrics["relative_excess"] == pytest.approx(0.005)
-    assert metrics["bias_distance"] == 0.5 and metrics["weights_distance"] == 0.0
-    assert metrics["true_weights_distance"] == 1.0
+def test_judge_gives_the_spread_over_seeds_and_the_first_point_within_the_target():
+    result, curves = make_runs([[3.0, 1.5, 1.009, 1.02, 1.005],
+                                [3.0, 1.2, 1.1, 1.05, 1.015]])
+    metrics, seeds = judge(result, curves, OPTIMUM, {"weights": [1.0, 1.0], "bias": 0.0},
+                           target_excess=0.01, digits=12)
+    assert [s["examples_to_target"] for s in seeds] == [200, None]
+    assert metrics["examples_to_target"] == {"mean": 200, "n": 1}
+    assert metrics["reached_fraction"] == 0.5 and metrics["diverged_fraction"] == 0
+    final = metrics["final_loss"]
+    assert final["mean"] == pytest.approx(1.01) and final["n"] == 2
+    assert final["sd"] == pytest.approx(np.std([1.005, 1.015], ddof=1))
+    # Student t with 1 degree of freedom: 12.706 standard errors either side.
+    half = 12.7062047 * final["sd"] / np.sqrt(2)
+    assert final["ci95_low"] == pytest.approx(1.01 - half)
+    assert final["ci95_high"] == pytest.approx(1.01 + half)
+    assert metrics["excess_loss"]["mean"] == pytest.approx(0.01)
+    assert metrics["bias_distance"]["mean"] == 1.0 and metrics["weights_distance"]["mean"] == 0
+    assert metrics["true_weights_distance"]["mean"] == 1.0
 
 
 def test_judge_says_not_reached_and_diverged_explicitly():
-    run, curve, timing = make_run([3.0, 2.0, 1.5])
-    metrics, speed = judge(run, curve, timing, OPTIMUM, None, target_excess=0.01)
-    assert metrics["examples_to_target"] == NOT_REACHED == speed["seconds_to_target"]
+    result, curves = make_runs([[3.0, 2.0, 1.5], [3.0, 2.0, 1.6]])
+    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
+    assert metrics["examples_to_target"] == NOT_REACHED
     assert "true_weights_distance" not in metrics
-    run, curve, timing = make_run([3.0, 9.0], diverged=True)
-    metrics, speed = judge(run, curve, timing, OPTIMUM, None, target_excess=0.01)
-    assert metrics["diverged"] is True and metrics["diverged_at_update"] == 42
-    assert metrics["final_loss"] == DIVERGED == speed["seconds_to_target"]
+    result, curves = make_runs([[3.0, 9.0], [3.0, 9.0]], diverged_at=(0, 1))
+    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
+    assert metrics["diverged_fraction"] == 1 and metrics["earliest_divergence_update"] == 42
+    assert metrics["final_loss"] == DIVERGED == metrics["examples_to_target"]
+
+
+def test_a_partly_diverged_variant_is_judged_on_the_runs_that_did_not_diverge():
+    result, curves = make_runs([[3.0, 1.2], [3.0, 1.4], [3.0, 9.0]], diverged_at=(2,))
+    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
+    assert metrics["diverged_fraction"] == pytest.approx(1 / 3)
+    assert metrics["final_loss"]["n"] == 2 and metrics["final_loss"]["mean"] == pytest.approx(1.3)
+
+
+def test_paired_comparison_names_the_lower_variant_only_when_the_interval_excludes_zero():
+    def seeds(losses):
+        return [{"diverged": False, "final_loss": loss} for loss in losses]
+
+    clear = {"a": seeds([1.0, 1.1, 1.2, 1.3]), "b": seeds([1.5, 1.6, 1.8, 1.8])}
+    assert compare_pair("a", "b", clear, 12)["lower"] == "a"
+    assert compare_pair("b", "a", clear, 12)["lower"] == "a"
+    noisy = {"a": seeds([1.0, 1.6, 1.2, 1.8]), "b": seeds([1.5, 1.1, 1.8, 1.2])}
+    comparison = compare_pair("a", "b", noisy, 12)
+    assert comparison["lower"] == "no clear difference"
+    assert comparison["difference"]["ci95_low"] < 0 < comparison["difference"]["ci95_high"]
+
+
+def test_figures_are_recorded_at_the_precision_the_dtype_supports():
+    assert significant(0.24374951234, 7) == 0.2437495
+    # A difference of two figures keeps their absolute precision, not its own.
+    assert significant(0.0020615123456, 7, scale=0.2437495) == 0.0020615
+    assert significant(-0.0, 7) == 0.0 and significant(123456789.0, 7) == 123456800.0
 
 
 def test_the_readme_table_is_the_one_the_compare_stage_wrote():

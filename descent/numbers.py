@@ -1,0 +1,25 @@
+"""Figures recorded at the precision their computation supports.
+
+Training in float32 agrees between CPUs to about 7 significant digits (the last bits of a
+float32 sum depend on the instruction set); float64 results to about 12. Recording more
+digits than that makes every rerun on another machine "change" every metric.
+"""
+from __future__ import annotations
+
+import math
+
+DIGITS = {"float32": 7, "float64": 12}
+
+
+def significant(value: float, digits: int, scale: float | None = None) -> float:
+    """value rounded to `digits` significant digits of `scale` (default: of value itself).
+
+    A difference of two nearby figures (an excess loss) carries the absolute precision of
+    the figures, not its own: round it on their scale.
+    """
+    value = float(value)
+    scale = abs(value) if scale is None else abs(float(scale))
+    if not math.isfinite(value) or value == 0 or scale == 0:
+        return value
+    decimals = digits - 1 - math.floor(math.log10(scale))
+    return round(value, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0

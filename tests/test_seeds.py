@@ -1,0 +1,72 @@
+"""Runs over seeds: each seed's run is the same whatever other seeds are trained beside it,
+the variants start from the same point for a seed (paired comparisons), and the spread the
+pipeline reports is over seeds that really differ."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from descent import training
+from tests.factory import config
+
+CPU = torch.device("cpu")
+
+
+def plane(n: int = 200, seed: int = 0):
+    generator = np.random.default_rng(seed)
+    features = generator.normal(size=(n, 2)).astype(np.float32)
+    targets = (features @ [2.0, -3.4] + 4.2 + 0.01 * generator.normal(size=n)).astype(np.float32)
+    return features, targets
+
+
+@pytest.mark.parametrize("engine", ["compiled", "affine", "loop"])
+def test_a_seed_gives_the_same_run_alone_or_among_others(engine):
+    settings = config(**{"train.engine": engine, "variants.sgd.plane_2x1_minus3p4x2.epochs": 1})
+    recipe = settings.recipes["plane_2x1_minus3p4x2"]
+    features, targets = plane()
+    together = training.descend(settings, recipe, "sgd", features, targets, CPU, [5, 6, 7, 8])
+    alone = training.descend(settings, recipe, "sgd", features, targets, CPU, [7])
+    # Bit for bit: the same updates in the same order, whichever runs share the call.
+    np.testing.assert_array_equal(together.runs.losses[2], alone.runs.losses[0])
+    np.testing.assert_array_equal(together.runs.final[2], alone.runs.final[0])
+    # ... and the seeds do differ (shuffling and initial weights).
+    assert not np.array_equal(together.runs.final[0], together.runs.final[1])
+
+
+def test_the_engines_agree_on_every_seed():
+    features, targets = plane()
+    finals = {}
+    for engine in ("compiled", "affine", "loop"):
+        settings = config(**{"train.engine": engine, "dtype": "float64",
+                             "variants.minibatch.plane_2x1_minus3p4x2.epochs": 1})
+        recipe = settings.recipes["plane_2x1_minus3p4x2"]
+        finals[engine] = training.descend(settings, recipe, "minibatch", features,
+                                          targets.astype(np.float64), CPU, [0, 1, 2]).runs.final
+    # float64, 20 updates of a contraction: the engines' different summation orders agree
+    # to a few ulps of the O(1) parameters.
+    np.testing.assert_allclose(finals["affine"], finals["compiled"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(finals["loop"], finals["compiled"], rtol=0, atol=1e-12)
+
+
+def test_a_seed_starts_every_variant_from_the_same_point():
+    recipe = config().recipes["line_3x_plus_2"]
+    starts = training.starts(recipe, 1, [0, 1, 2])
+    assert torch.equal(starts, training.starts(recipe, 1, [0, 1, 2]))
+    assert len({tuple(row.tolist()) for row in starts}) == 3  # seeds differ
+    settings = config()
+    features, targets = plane()
+    recipe = settings.recipes["plane_2x1_minus3p4x2"]
+    first = {variant: training.descend(settings, recipe, variant, features, targets, CPU,
+                                       [3]).runs.losses[0, 0] for variant in ("gd", "sgd")}
+    assert first["gd"] == first["sgd"]  # the same start, so the same initial loss
+
+
+def test_seeds_is_validated():
+    from descent.io import UserError
+
+    for bad in (1, 0, -3, 2.5, "16", True, 10**6):
+        with pytest.raises(UserError, match="seeds"):
+            config(seeds=bad)
+    assert config(seeds=2).seed_list == [0, 1]
+    assert config(seed=5, seeds=3).seed_list == [5, 6, 7]
