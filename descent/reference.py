@@ -141,7 +141,9 @@ def build(config: Config) -> tuple[list[dict], str]:
             figure, z = shown(ours)
             lines.append(f"| {experiment['experiment']} | {label} | {quantity} | "
                          f"{number(row['published'])} | {figure} | {z} |")
-    return rows, "\n".join(lines) + "\n"
+    notes = [f"- {experiment['experiment']}: {experiment['note']}"
+             for experiment in published if experiment.get("note")]
+    return rows, "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def update_readme(table: str) -> None:

@@ -15,7 +15,11 @@ def main(*flags: str) -> None:
     rows, table = build(configuration.load())
     write_json(ROOT / "metrics/reference.json", rows)
     write_text(ROOT / "metrics/reference.md", table)
-    print(table)
+    zs = [abs(row["ours"]["z"]) for row in rows
+          if isinstance(row["ours"], dict) and "z" in row["ours"]]
+    print(f"wrote metrics/reference.md: {len(rows)} published figures, "
+          f"{sum(isinstance(row['ours'], (dict, float)) for row in rows)} compared with this "
+          f"run" + (f", largest |z| {max(zs):.1f}" if zs else ""))
     if "--readme" in flags:
         update_readme(table)
 
