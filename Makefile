@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.requirements-installed
 # Stage commands call `python` and `dvc`: make them the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: pipeline test venv plots-offline
+.PHONY: pipeline test venv plots-offline bench
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -25,3 +25,8 @@ test: $(STAMP)
 # (needs npm once): dvc plots diff A B --html-template .dvc/plots/offline.html
 plots-offline: $(STAMP)
 	python -m descent.offline_html
+
+# Speed and memory of every backend, scikit-learn and the pipeline, measured in one run:
+# writes bench/results.json and bench/results.png (a few minutes; needs `make pipeline`).
+bench: $(STAMP)
+	python -m bench.benchmark

@@ -7,7 +7,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from descent.config import Config, Init, Recipe, batch_size
 from descent.engine import (Plan, Runs, Schedule, make_schedule, memory_needed,
@@ -21,23 +20,19 @@ def run_seed(seed: int, recipe: str, variant: str) -> int:
     return zlib.crc32(f"{seed}/{recipe}/{variant}".encode())
 
 
-def initial_parameters(init: Init, n_features: int, generator: torch.Generator
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights, bias) on the CPU in float64, drawn from the run's generator."""
+def initial_parameters(init: Init, n_features: int, generator: np.random.Generator
+                       ) -> np.ndarray:
+    """(p+1,) float64 weights then bias, drawn from the run's generator."""
     bound = 1 / math.sqrt(n_features)  # nn.Linear's default: U(-1/sqrt(fan_in), +...)
     if init.weights == "torch_default":
-        weights = (torch.rand(n_features, generator=generator, dtype=torch.float64) * 2 - 1) \
-            * bound
+        weights = generator.uniform(-bound, bound, n_features)
     elif isinstance(init.weights, float):
-        weights = torch.randn(n_features, generator=generator, dtype=torch.float64) \
-            * init.weights
+        weights = generator.normal(0.0, init.weights, n_features)
     else:
-        weights = torch.tensor(init.weights, dtype=torch.float64)
-    if init.bias == "torch_default":
-        bias = (torch.rand((), generator=generator, dtype=torch.float64) * 2 - 1) * bound
-    else:
-        bias = torch.tensor(float(init.bias), dtype=torch.float64)
-    return weights, bias
+        weights = np.array(init.weights, dtype=np.float64)
+    bias = generator.uniform(-bound, bound) if init.bias == "torch_default" \
+        else float(init.bias)
+    return np.r_[weights, bias]
 
 
 def plan_of(config: Config, recipe: Recipe, variant: str, n_examples: int) -> Plan:
@@ -74,41 +69,39 @@ class SeededRuns:
         return self.examples / self.plan.n_examples
 
 
-def starts(recipe: Recipe, n_features: int, seeds: list[int]) -> torch.Tensor:
+def generator(seed: int, recipe: str, stream: str) -> np.random.Generator:
+    return np.random.default_rng(run_seed(seed, recipe, stream))
+
+
+def starts(recipe: Recipe, n_features: int, seeds: list[int]) -> np.ndarray:
     """(R, p+1) float64 starting weights and bias, one row per seed.
 
     A seed's start depends on the recipe only, not on the variant, so the variants' runs
     with one seed begin at the same point and can be compared pair by pair.
     """
-    rows = []
-    for seed in seeds:
-        generator = torch.Generator().manual_seed(run_seed(seed, recipe.name, "init"))
-        weights, bias = initial_parameters(recipe.init, n_features, generator)
-        rows.append(torch.cat([weights, bias.reshape(1)]))
-    return torch.stack(rows)
+    return np.stack([initial_parameters(recipe.init, n_features,
+                                        generator(seed, recipe.name, "init"))
+                     for seed in seeds])
 
 
 def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> Schedule:
     """The shared schedule with each seed's own example order: order is (R, epochs, N)."""
-    schedules = [make_schedule(plan, torch.Generator().manual_seed(
-        run_seed(seed, recipe.name, variant))) for seed in seeds]
-    return dataclasses.replace(schedules[0], order=torch.stack([s.order for s in schedules]))
+    schedules = [make_schedule(plan, generator(seed, recipe.name, variant)) for seed in seeds]
+    return dataclasses.replace(schedules[0], order=np.stack([s.order for s in schedules]))
 
 
 def descend(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
-            targets: np.ndarray, device: torch.device, seeds: list[int],
-            progress=None) -> SeededRuns:
+            targets: np.ndarray, device: str, seeds: list[int], progress=None) -> SeededRuns:
     """Train one (recipe, variant) once per seed, all seeds in one call of the engine.
 
     Seed s gives the same run whichever other seeds are trained beside it.
     """
-    dtype = getattr(torch, config.dtype)
     plan = plan_of(config, recipe, variant, len(targets))
     schedule = schedule_of(plan, recipe, variant, seeds)
-    runs = train_runs(torch.as_tensor(features, dtype=dtype, device=device),
-                      torch.as_tensor(targets, dtype=dtype, device=device),
-                      starts(recipe, features.shape[1], seeds).to(device, dtype), plan,
-                      schedule, engine=config.train.engine, progress=progress)
+    runs = train_runs(np.asarray(features, dtype=config.dtype),
+                      np.asarray(targets, dtype=config.dtype),
+                      starts(recipe, features.shape[1], seeds), plan, schedule,
+                      engine=config.train.engine, device=str(device), progress=progress)
     examples = np.r_[0, np.cumsum(schedule.batch_sizes)][runs.log_updates]
     return SeededRuns(plan, list(seeds), runs, examples)
 

@@ -21,7 +21,7 @@ def main(variant: str = "") -> None:
     from descent.data import check_datasets  # after the config check: it imports pandas
 
     datasets = check_datasets(config)
-    from descent import training  # imports torch
+    from descent import training  # numpy and numba; torch only for a torch engine
     from descent.engine import resolve_device
     from descent.numbers import DIGITS
 

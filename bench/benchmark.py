@@ -1,0 +1,227 @@
+"""`make bench`: the engine's speed and memory, measured in one run on this machine.
+
+    python -m bench.benchmark            (from the project root, after `dvc repro`)
+
+Writes bench/results.json and bench/results.png and prints a table. Not a test: timings on
+shared machines are noisy, so nothing here asserts a speed. Every figure is the minimum of
+interleaved repeats (noise only adds time), and every backend's result is checked against
+the literal loop (or the kernel's plain reference) before it is timed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from descent.engine import Plan, make_schedule, train_runs
+from descent.io import ROOT, write_json
+
+OUT = ROOT / "bench"
+REPEATS = 3
+
+
+def best_of(function, repeats: int = REPEATS) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def schedule(plan: Plan, runs: int = 1):
+    import dataclasses
+
+    first = make_schedule(plan, np.random.default_rng(0))
+    orders = [first.order] + [make_schedule(plan, np.random.default_rng(r)).order
+                              for r in range(1, runs)]
+    return dataclasses.replace(first, order=np.stack(orders))
+
+
+def descend(engine: str, x, y, plan: Plan, runs: int = 1, device: str = "cpu"):
+    thetas = np.zeros((runs, x.shape[1] + 1))
+    return train_runs(x, y, thetas, plan, schedule(plan, runs), engine=engine, device=device)
+
+
+def sklearn_epoch(x, y, lr: float) -> float:
+    """scikit-learn's SGDRegressor: batch 1, constant lr, no penalty, one epoch."""
+    import warnings
+
+    from sklearn.linear_model import SGDRegressor
+
+    model = SGDRegressor(penalty=None, learning_rate="constant", eta0=lr, max_iter=1,
+                         tol=None, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "max_iter reached": one epoch is the point
+        return best_of(lambda: model.fit(x, y), 7)
+
+
+def airfoil(engines: list[str], device: str) -> list[dict]:
+    """Seconds per epoch of each backend on airfoil at batch 1, 10, 100, 1500."""
+    import pandas as pd
+
+    table = pd.read_csv(ROOT / "data/prepared/airfoil.csv").to_numpy()
+    x, y = table[:, :-1].astype(np.float32), table[:, -1].astype(np.float32)
+    rows = []
+    for batch, lr, epochs in ((1, 0.005, 1), (10, 0.05, 2), (100, 0.05, 4), (1500, 1.0, 6)):
+        plan = Plan(n_examples=len(y), batch_size=batch, epochs=epochs, lr=lr)
+        reference = descend("loop", x, y, plan).final[0]
+        row = {"batch_size": batch, "epochs": epochs}
+        for engine in engines:
+            on = "cpu" if engine in ("compiled", "loop") else device
+            got = descend(engine, x, y, plan, device=on).final[0]
+            # float32, a few thousand contracting updates in another rounding order
+            assert np.allclose(got, reference, rtol=0, atol=1e-4), (engine, got, reference)
+            row[f"{engine}_s_per_epoch"] = best_of(
+                lambda: descend(engine, x, y, plan, device=on)) / epochs
+        if batch == 1:
+            row["sklearn_s_per_epoch"] = sklearn_epoch(table[:, :-1], table[:, -1], lr)
+            row["compiled_ns_per_update"] = row["compiled_s_per_epoch"] / len(y) * 1e9
+        rows.append(row)
+    return rows
+
+
+LARGE = """
+import resource, sys, time
+import numpy as np
+from bench.benchmark import Plan, descend
+n, p, runs, engine, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+rng = np.random.default_rng(0)
+x = rng.normal(size=(n, p)).astype(np.float32)
+y = (x @ rng.normal(size=p) + 0.1 * rng.normal(size=n)).astype(np.float32)
+plan = Plan(n_examples=n, batch_size=1, epochs=1, lr=0.01 / p, log_every=100)
+descend(engine, x[:1000], y[:1000], Plan(n_examples=1000, batch_size=1, epochs=1, lr=0.01),
+        device=device)  # compile or load the kernel, untimed
+base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+started = time.perf_counter()
+runs_done = descend(engine, x, y, plan, runs, device)
+seconds = time.perf_counter() - started
+assert np.isfinite(runs_done.final).all()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(seconds, peak, peak - base + x.nbytes + y.nbytes, x.nbytes + y.nbytes)
+"""
+
+
+def large(n: int, p: int, runs: int, engine: str = "compiled", device: str = "cpu") -> dict:
+    """One epoch of batch-1 SGD on an n x p float32 set, logging every 100 examples, in a
+    fresh process: its peak resident memory, and the run's part of it (the peak less what
+    the interpreter and libraries held before the data was made, plus the data)."""
+    best, peak, run_peak, data = float("inf"), 0.0, 0.0, 0.0
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", LARGE, str(n), str(p), str(runs), engine,
+                              device], cwd=ROOT, capture_output=True, text=True, check=True)
+        seconds, peak, run_peak, data = (float(v) for v in out.stdout.split()[-4:])
+        best = min(best, seconds)
+    return {"rows": n, "features": p, "runs": runs, "engine": engine, "device": device,
+            "seconds_per_epoch": best, "ns_per_update": best / (n * runs) * 1e9,
+            "peak_memory_bytes": int(peak), "data_bytes": int(data),
+            # the run's own peak (data, schedule, results) over the data, interpreter aside
+            "peak_over_data": run_peak / data}
+
+
+def pipeline() -> dict:
+    """Cold `dvc repro` of a fresh copy of the project, then one `dvc exp run -S`."""
+    import tempfile
+
+    from tests.conftest import copy_project, find_airfoil, run, stage_env
+
+    airfoil_file = find_airfoil()
+    env = stage_env(airfoil_file)
+    with tempfile.TemporaryDirectory() as folder:
+        project = copy_project(Path(folder) / "project", airfoil_file)
+        started = time.perf_counter()
+        run(["dvc", "repro"], project, env)
+        cold = time.perf_counter() - started
+        run(["git", "add", "-A"], project, env)
+        run(["git", "commit", "-qm", "results", "--allow-empty"], project, env)
+        started = time.perf_counter()
+        run(["dvc", "exp", "run", "-S", "batch_size=20"], project, env)
+        experiment = time.perf_counter() - started
+    return {"cold_dvc_repro_s": cold, "dvc_exp_run_batch_size_20_s": experiment}
+
+
+def imports() -> dict:
+    """Seconds to import what a stage needs (each in a fresh interpreter)."""
+    def cost(statement: str) -> float:
+        return min(float(subprocess.run(
+            [sys.executable, "-c", f"import time; t = time.perf_counter(); {statement}; "
+             "print(time.perf_counter() - t)"], cwd=ROOT, capture_output=True, text=True,
+            check=True).stdout) for _ in range(3))
+
+    return {"train_stage_cpu": cost("import descent.training, descent.data, descent.kernel"),
+            "torch": cost("import torch"), "sklearn": cost("import sklearn.linear_model"),
+            "matplotlib": cost("import matplotlib.pyplot")}
+
+
+def draw(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    batches = [row["batch_size"] for row in results["airfoil"]]
+    for key in [k for k in results["airfoil"][0] if k.endswith("_s_per_epoch")]:
+        points = [(row["batch_size"], row[key]) for row in results["airfoil"] if key in row]
+        left.plot(*zip(*points), marker="o", label=key.removesuffix("_s_per_epoch"))
+    left.set(xscale="log", yscale="log", xlabel="batch size", ylabel="seconds per epoch",
+             title="airfoil (1500 x 5), per epoch", xticks=batches)
+    left.legend()
+    for p in sorted({row["features"] for row in results["large"]}):
+        points = [(row["rows"], row["seconds_per_epoch"]) for row in results["large"]
+                  if row["features"] == p and row["runs"] == 1 and row["device"] == "cpu"]
+        right.plot(*zip(*points), marker="o", label=f"compiled, {p} features")
+    right.set(xscale="log", yscale="log", xlabel="rows (one epoch, batch 1)",
+              ylabel="seconds", title="synthetic sets, loss every 100 examples")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(OUT / "results.png", dpi=90)
+
+
+def main() -> None:
+    cuda = False
+    if Path("/proc/driver/nvidia/version").exists():
+        import torch
+
+        cuda = torch.cuda.is_available()
+    engines = ["loop", "affine", "compiled"]
+    results = {"machine": {"cpu": platform.processor() or platform.machine(),
+                           "cores": os.cpu_count(), "python": platform.python_version(),
+                           "cuda": cuda},
+               "imports_s": imports(), "airfoil": airfoil(engines, "cuda" if cuda else "cpu")}
+    cases = [(10**4, 5, 1), (10**5, 5, 1), (10**6, 5, 1), (10**7, 5, 1), (10**4, 100, 1),
+             (10**5, 100, 1), (10**6, 100, 1), (10**6, 10, 1), (10**4, 10, 16),
+             (10**4, 10, 256)]
+    results["large"] = [large(*case) for case in cases]
+    if cuda:
+        results["large"] += [large(10**6, 10, 1, "affine", "cuda"),
+                             large(10**4, 10, 256, "affine", "cuda")]
+    results["pipeline"] = pipeline()
+    write_json(OUT / "results.json", results)
+    draw(results)
+    print(f"machine: {results['machine']}")
+    print("imports (s): " + ", ".join(f"{k} {v:.2f}" for k, v in results["imports_s"].items()))
+    print(f"{'airfoil batch':>14s}" + "".join(f"{e + ' s/epoch':>20s}" for e in engines)
+          + f"{'sklearn s/epoch':>18s}")
+    for row in results["airfoil"]:
+        print(f"{row['batch_size']:14d}" + "".join(f"{row[e + '_s_per_epoch']:20.6f}"
+                                                   for e in engines)
+              + (f"{row['sklearn_s_per_epoch']:18.6f}" if "sklearn_s_per_epoch" in row else ""))
+    print(f"{'rows':>10s}{'features':>9s}{'runs':>6s}{'device':>7s}{'s/epoch':>10s}"
+          f"{'ns/update':>10s}{'peak/data':>10s}")
+    for row in results["large"]:
+        print(f"{row['rows']:10d}{row['features']:9d}{row['runs']:6d}{row['device']:>7s}"
+              f"{row['seconds_per_epoch']:10.3f}{row['ns_per_update']:10.1f}"
+              f"{row['peak_over_data']:10.1f}")
+    print("pipeline (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["pipeline"].items()))
+    print(f"wrote {OUT / 'results.json'} and {OUT / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()
