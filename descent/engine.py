@@ -133,6 +133,11 @@ def _gpu_possible() -> bool:
                                           "/dev/kfd")) or platform.system() == "Windows"
 
 
+def logged_updates(schedule: Schedule) -> np.ndarray:
+    """Update counts at the logging points, the start (0) first."""
+    return np.concatenate([np.zeros(1, np.int64), schedule.log_after])
+
+
 @dataclass
 class Runs:
     """R runs of one plan from R starts, logged at the same points.
@@ -174,16 +179,18 @@ def _compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
     logged, losses, last, diverged_at, seconds = run_kernel(features, targets, thetas, plan,
                                                            schedule, progress)
     final = logged[np.arange(len(thetas)), last].astype(np.float64)
-    return Runs(np.r_[0, schedule.log_after], losses, final, diverged_at, seconds)
+    return Runs(logged_updates(schedule), losses, final, diverged_at, seconds)
 
 
 @functools.cache
 def _load_kernel(dtype: np.dtype) -> None:
-    """Call the kernel once on a one-row problem, so its compilation is never timed."""
+    """Call the kernel on a one-row problem, with one run and with two (its serial and its
+    parallel version), so that its compilation is never timed."""
     from descent.kernel import descend
 
-    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 2), dtype),
-            np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
+    for runs in (1, 2):
+        descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((runs, 2), dtype),
+                np.zeros((runs, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
 
 
 def run_kernel(features, targets, thetas, plan, schedule, progress):
@@ -209,7 +216,7 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     if (diverged_at == 0).any():
         raise UserError("the initial parameters give a non-finite loss; use a smaller init "
                         "or standardize the data")
-    log_updates = np.r_[0, schedule.log_after]
+    log_updates = logged_updates(schedule)
     # A run's last sound point: the last logging point before the update it diverged at.
     last = np.where(diverged_at > 0, np.searchsorted(log_updates, diverged_at) - 1,
                     len(log_updates) - 1)

@@ -107,9 +107,10 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     # Per-run parameters and gradient, padded so that no two runs share a cache line.
     stride = -(-(p + 1) // 16) * 16 + 16
     work = np.zeros((runs, 2 * stride), dtype=dtype)
-    _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
-                  float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
-                  diverged_at, work, stride, _loss_cap(dtype, n, report_scale))
+    (_descend_runs_serial if runs == 1 else _descend_runs_parallel)(
+        features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
+        float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
+        diverged_at, work, stride, _loss_cap(dtype, n, report_scale))
     return logged, losses, diverged_at
 
 
@@ -120,16 +121,20 @@ def _sufficient_statistics(features, targets):
     cross = np.zeros(p + 1)
     yy = 0.0
     for start in range(0, n, _STATS_CHUNK):
-        x1 = np.ones((min(_STATS_CHUNK, n - start), p + 1))
-        x1[:, :p] = features[start:start + _STATS_CHUNK]
+        x = features[start:start + _STATS_CHUNK].astype(np.float64)
         y = targets[start:start + _STATS_CHUNK].astype(np.float64)
-        gram += x1.T @ x1
-        cross += x1.T @ y
+        # X1 = [x, 1]: its Gram matrix from x'x, the column sums and the row count.
+        sums = x.sum(axis=0)
+        gram[:p, :p] += x.T @ x
+        gram[:p, p] += sums
+        gram[p, :p] += sums
+        gram[p, p] += len(y)
+        cross[:p] += x.T @ y
+        cross[p] += y.sum()
         yy += float(y @ y)
     return gram, cross, yy
 
 
-# --- compiled parts ---------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
 def _loss(theta, gram, cross, yy, n, report_scale):
     """report_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
@@ -232,7 +237,6 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
     return -1
 
 
-@numba.njit(cache=True, parallel=True)
 def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
                   blowup, report_scale, gram, cross, yy, logged, losses, diverged_at, work,
                   stride, cap):
@@ -242,6 +246,12 @@ def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
             features, targets, thetas0[run], orders[run], m, full, per_epoch, steps[run],
             log_after, blowup, report_scale, gram, cross, yy, logged[run], losses[run],
             work[run, :q], work[run, stride:stride + q], cap)
+
+
+# Parallel over runs; one run alone skips the thread team's start-up (tens of microseconds,
+# more than a whole airfoil epoch of updates).
+_descend_runs_parallel = numba.njit(cache=True, parallel=True)(_descend_runs)
+_descend_runs_serial = numba.njit(cache=True)(_descend_runs)
 
 
 # --- the plain reference ----------------------------------------------------------------
