@@ -65,7 +65,16 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
             raise UserError(f"train.engine 'compiled' runs on the CPU, not on "
                             f"{features.device}; set train.engine: auto (or device: cpu)")
         return _train_compiled(features, targets, theta, plan, schedule, progress)
-    run = {"affine": _train_affine, "loop": _train_loop}[engine]
+    if engine == "affine":
+        one = dataclasses.replace(schedule, order=schedule.order[None])
+        runs, logged, seconds = _affine_runs(features, targets, theta[None], plan, one,
+                                             progress, keep=True)
+        points = int((~np.isnan(runs.losses[0])).sum())
+        at = int(runs.diverged_at[0])
+        return Trajectory(runs.log_updates[:points], logged[0, :points, :-1],
+                          logged[0, :points, -1], runs.losses[0, :points], seconds[:points],
+                          at if at >= 0 else None)
+    run = _train_loop
     watch = _Watch(features, targets, plan, schedule)
     logged, seconds, diverged_at = run(features, targets, theta, plan, schedule, watch,
                                        progress or (lambda n: None))
@@ -78,11 +87,14 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
 def train_one_by_one(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray,
                      plan: Plan, schedule: Schedule, engine: str, device: str,
                      progress=None) -> Runs:
-    """engine.train_runs for the torch engines: the runs one after another on `device`."""
+    """engine.train_runs for the torch engines on `device`: the affine scan takes all runs
+    at once, the literal loop one after another."""
     device = torch.device(device)
     x = torch.as_tensor(features, device=device)
     y = torch.as_tensor(targets, device=device)
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
+    if engine == "affine":
+        return _affine_runs(x, y, starts, plan, schedule, progress)[0]
     log_updates = np.r_[0, schedule.log_after]
     runs, p1 = len(thetas), thetas.shape[1]
     losses = np.full((runs, len(log_updates)), np.nan)
@@ -110,35 +122,51 @@ def _train_compiled(features, targets, theta, plan, schedule, progress) -> Traje
                       seconds, at if at > 0 else None)
 
 
+class _Losses:
+    """Whole-set losses from float64 sufficient statistics, and the soundness rule.
+
+    The whole-set loss is a quadratic in theta: the statistics, made once on the host (MPS
+    has no float64), cost O(p^2) per logged loss and no N x points matrix. A loss whose sum
+    of squared residuals would overflow the run's dtype counts as infinite, as a direct
+    evaluation in that dtype would be (descent.kernel does the same).
+    """
+
+    def __init__(self, features, targets, plan):
+        x = features.detach().cpu().double().numpy()
+        y = targets.detach().cpu().double().numpy()
+        x1 = np.c_[x, np.ones(len(y))]
+        self.gram, self.cross, self.yy, self.n = x1.T @ x1, x1.T @ y, float(y @ y), len(y)
+        self.scale = plan.recorded_scale
+        self.cap = float(torch.finfo(features.dtype).max) * plan.recorded_scale / len(y)
+
+    def loss(self, thetas: torch.Tensor) -> np.ndarray:
+        """Whole-set losses of thetas (..., p+1), float64 on the host."""
+        theta = thetas.detach().cpu().double().numpy()
+        with np.errstate(all="ignore"):  # an overflowing theta gives inf/nan: unsound
+            quadratic = np.einsum("...j,jk,...k->...", theta, self.gram, theta) \
+                - 2 * theta @ self.cross + self.yy
+        return self.scale * np.maximum(quadratic, 0.0) / self.n
+
+    def sound(self, thetas: torch.Tensor, losses: np.ndarray, limit) -> np.ndarray:
+        finite = torch.isfinite(thetas).all(dim=-1).cpu().numpy()
+        with np.errstate(invalid="ignore"):
+            return finite & np.isfinite(losses) & (losses <= np.minimum(limit, self.cap))
+
+
 class _Watch:
-    """Whole-set losses at logging points, and the divergence rule shared by both engines."""
+    """The literal loop's logged losses and divergence rule (one run)."""
 
     def __init__(self, features, targets, plan, schedule):
         self.features, self.targets, self.plan, self.schedule = features, targets, plan, schedule
         self.losses: list[np.ndarray] = []
         self.limit = math.inf
-        # The whole-set loss is a quadratic in theta: float64 sufficient statistics, made
-        # once on the host (MPS has no float64), cost O(p^2) per logged loss and no N x points
-        # matrix. A loss whose sum of squared residuals would overflow the run's dtype counts
-        # as infinite, as a direct evaluation in that dtype would be (descent.kernel does too).
-        x = features.detach().cpu().double().numpy()
-        y = targets.detach().cpu().double().numpy()
-        x1 = np.c_[x, np.ones(len(y))]
-        self.gram, self.cross, self.yy, self.n = x1.T @ x1, x1.T @ y, float(y @ y), len(y)
-        self.cap = float(torch.finfo(features.dtype).max) * plan.recorded_scale / len(y)
+        self.statistics = _Losses(features, targets, plan)
 
     def loss(self, thetas: torch.Tensor) -> np.ndarray:
-        """Whole-set losses of the rows of thetas (points, p+1), float64 on the host."""
-        theta = thetas.detach().cpu().double().numpy()
-        with np.errstate(all="ignore"):  # an overflowing theta gives inf/nan: unsound
-            quadratic = np.einsum("ij,jk,ik->i", theta, self.gram, theta) \
-                - 2 * theta @ self.cross + self.yy
-        return self.plan.recorded_scale * np.maximum(quadratic, 0.0) / self.n
+        return self.statistics.loss(thetas)
 
     def is_sound(self, thetas: torch.Tensor, losses: np.ndarray) -> np.ndarray:
-        finite = torch.isfinite(thetas).all(dim=1).cpu().numpy()
-        with np.errstate(invalid="ignore"):
-            return finite & np.isfinite(losses) & (losses <= min(self.limit, self.cap))
+        return self.statistics.sound(thetas, losses, self.limit)
 
     def record(self, thetas: torch.Tensor) -> int:
         """Log the rows; return how many are sound before the first unsound (one host sync)."""
@@ -154,22 +182,26 @@ class _Watch:
         return ok
 
     def first_unsound_update(self, theta: torch.Tensor, first: int, last: int) -> int:
-        """Replay updates first..last-1 (0-based) one by one from theta; the first unsound one.
+        return _first_unsound(self.features, self.targets, self.schedule.order, self.schedule,
+                              self.plan, self.statistics, self.limit, theta, first, last)
 
-        Runs only after a divergence, over at most one logging interval.
-        """
-        schedule, plan = self.schedule, self.plan
-        order = torch.from_numpy(schedule.order).to(self.features.device)
-        for update in range(first, last):
-            start = schedule.starts[update]
-            batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
-            x, y = self.features[batch], self.targets[batch]
-            residuals = x @ theta[:-1] + theta[-1] - y
-            step = 2 * plan.gradient_scale * plan.lr / len(batch)
-            theta = theta - step * torch.cat([x.T @ residuals, residuals.sum().reshape(1)])
-            if not bool(self.is_sound(theta[None], self.loss(theta[None]))[0]):
-                return update + 1
-        return last
+
+def _first_unsound(features, targets, order, schedule, plan, statistics, limit, theta,
+                   first: int, last: int) -> int:
+    """Replay updates first..last-1 (0-based) of one run (its order (epochs, N)) one by one
+    from theta; the first unsound one. Runs only after a divergence, over at most one
+    logging interval."""
+    order = torch.from_numpy(order).to(features.device)
+    for update in range(first, last):
+        start = schedule.starts[update]
+        batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
+        x, y = features[batch], targets[batch]
+        residuals = x @ theta[:-1] + theta[-1] - y
+        step = 2 * plan.gradient_scale * plan.lr / len(batch)
+        theta = theta - step * torch.cat([x.T @ residuals, residuals.sum().reshape(1)])
+        if not bool(statistics.sound(theta[None], statistics.loss(theta[None]), limit)[0]):
+            return update + 1
+    return last
 
 
 # --- the literal loop ----------------------------------------------------------------
@@ -215,8 +247,9 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
 
 
 # --- the affine-map engine -------------------------------------------------------------
-def _update_maps(features1, targets, order, schedule, plan, first, last) -> torch.Tensor:
-    """Homogeneous (p+1)x(p+1) maps of updates first..last-1 (0-based), shape (K, p+1, p+1).
+def _update_maps(features1, targets, orders, schedule, plan, first, last) -> torch.Tensor:
+    """Homogeneous (q x q) maps of updates first..last-1 (0-based) of each run, shape
+    (R, K, q, q), q = p + 2; orders is (R, epochs, N).
 
     features1 has a trailing ones column and an extra all-zero row at index N, which pads
     short batches so that every batch in the chunk has the same width.
@@ -229,17 +262,16 @@ def _update_maps(features1, targets, order, schedule, plan, first, last) -> torc
     columns = schedule.starts[first:last, None] + offsets
     valid = offsets < sizes[:, None]
     rows = schedule.epochs_of[first:last, None].repeat(width, axis=1)
-    index = torch.full(columns.shape, n, dtype=torch.long)
-    index[torch.from_numpy(valid)] = torch.from_numpy(schedule.order[rows[valid],
-                                                                     columns[valid]])
+    index = torch.full((len(orders), *columns.shape), n, dtype=torch.long)
+    index[:, torch.from_numpy(valid)] = torch.from_numpy(orders[:, rows[valid], columns[valid]])
     index = index.to(device)  # one copy per chunk, not per update
-    batch_x, batch_y = features1[index], targets[index]             # (K, m, p), (K, m)
+    batch_x, batch_y = features1[index], targets[index]         # (R, K, m, p), (R, K, m)
     step = torch.as_tensor(2 * plan.gradient_scale * plan.lr / sizes, device=device, dtype=dtype)
-    maps = torch.zeros(len(sizes), p + 1, p + 1, device=device, dtype=dtype)
-    maps[:, :p, :p] = torch.eye(p, device=device, dtype=dtype) \
-        - step[:, None, None] * (batch_x.transpose(1, 2) @ batch_x)
-    maps[:, :p, p] = step[:, None] * (batch_x.transpose(1, 2) @ batch_y[:, :, None])[:, :, 0]
-    maps[:, p, p] = 1
+    maps = torch.zeros(len(orders), len(sizes), p + 1, p + 1, device=device, dtype=dtype)
+    maps[..., :p, :p] = torch.eye(p, device=device, dtype=dtype) \
+        - step[:, None, None] * (batch_x.transpose(-1, -2) @ batch_x)
+    maps[..., :p, p] = step[:, None] * (batch_x.transpose(-1, -2) @ batch_y[..., None])[..., 0]
+    maps[..., p, p] = 1
     return maps
 
 
@@ -263,73 +295,116 @@ def _prefix(maps: torch.Tensor) -> torch.Tensor:
 
 
 def _segment_maps(maps: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
-    """Compose consecutive runs of maps ending at the (exclusive) indices `ends`."""
+    """Compose consecutive stretches of each run's maps (R, K, q, q) ending at the
+    (exclusive) indices `ends`: (R, segments, q, q)."""
+    runs, q = maps.shape[0], maps.shape[-1]
     lengths = np.diff(np.r_[0, ends])
     width = int(lengths.max())
-    p1 = maps.shape[-1]
-    padded = torch.eye(p1, device=maps.device, dtype=maps.dtype).repeat(len(ends), width, 1, 1)
+    padded = torch.eye(q, device=maps.device, dtype=maps.dtype).repeat(runs, len(ends), width,
+                                                                      1, 1)
     # Left-align each segment; the identity padding after it leaves the product unchanged.
     offsets = np.arange(width)
     valid = offsets < lengths[:, None]
     source = (np.r_[0, ends[:-1]][:, None] + offsets)[valid]
     mask = torch.from_numpy(valid).to(maps.device)
-    padded[mask] = maps[torch.from_numpy(source).to(maps.device)]
-    return _compose(padded)
+    padded[:, mask] = maps[:, torch.from_numpy(source).to(maps.device)]
+    return _compose(padded.flatten(0, 1)).unflatten(0, (runs, len(ends)))
 
 
-def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int) -> int:
-    """Updates per chunk of the affine engine, so that a chunk's maps (three copies, for the
-    scan's temporaries) and its gathered rows stay within CHUNK_BYTES."""
-    p1 = n_features + 1
-    per_update = 3 * p1 * p1 * itemsize + width * (p1 * itemsize + itemsize + 8)
+def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int, runs: int = 1) -> int:
+    """Updates per chunk of the affine engine, so that a chunk's maps for all runs (three
+    copies, for the scan's temporaries) and its gathered rows stay within CHUNK_BYTES."""
+    q = n_features + 2
+    per_update = runs * (3 * q * q * itemsize + width * ((q - 1) * itemsize + itemsize + 8))
     return max(1, CHUNK_BYTES // per_update)
 
 
-def _train_affine(features, targets, theta, plan, schedule, watch, progress):
+def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool = False):
+    """R runs of the affine scan at once, from thetas (R, p+1); schedule.order (R, epochs, N).
+
+    Returns (Runs, the parameters at every logging point (R, points, p+1) if keep, else
+    None, the seconds at each logging point). A diverged run is found exactly (its last
+    interval replayed), stops, and leaves the batch; the others go on.
+    """
     device, dtype = features.device, features.dtype
-    n = features.shape[0]
+    n, p = features.shape
+    runs = thetas.shape[0]
     ones = torch.ones(n, 1, device=device, dtype=dtype)
-    padding = torch.zeros(1, features.shape[1] + 1, device=device, dtype=dtype)
+    padding = torch.zeros(1, p + 1, device=device, dtype=dtype)
     features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
     targets0 = torch.cat([targets, torch.zeros(1, device=device, dtype=dtype)])
-    state = torch.cat([theta, torch.ones(1, device=device, dtype=dtype)])
-    logged, seconds = [theta[None]], [0.0]
-    watch.record(theta[None])
-    total, done, elapsed = len(schedule.batch_sizes), 0, 0.0
-    log_after = schedule.log_after
-    size = chunk_updates(plan, features.shape[1], features.element_size(),
-                         int(schedule.batch_sizes.max()))
+    statistics = _Losses(features, targets, plan)
+    log_updates = np.r_[0, schedule.log_after]
+    losses = np.full((runs, len(log_updates)), np.nan)
+    logged = torch.full((runs, len(log_updates), p + 1), math.nan, device=device,
+                        dtype=dtype) if keep else None
+    seconds = np.zeros(len(log_updates))
+    start = statistics.loss(thetas)
+    if not statistics.sound(thetas, start, math.inf).all():
+        raise UserError("the initial parameters give a non-finite loss; use a smaller init "
+                        "or standardize the data")
+    limits = plan.blowup * np.maximum(start, np.finfo(np.float64).tiny)
+    losses[:, 0] = start
+    if keep:
+        logged[:, 0] = thetas
+    final = thetas.detach().cpu().double().numpy().copy()
+    diverged_at = np.full(runs, -1)
+    active = np.arange(runs)                       # the runs still going
+    state = torch.cat([thetas, torch.ones(runs, 1, device=device, dtype=dtype)], dim=1)
+    total, done, elapsed, point = len(schedule.batch_sizes), 0, 0.0, 1
+    size = chunk_updates(plan, p, features.element_size(), int(schedule.batch_sizes.max()),
+                         runs)
     # A chunk is a fixed number of updates, whatever the logging interval: a segment (the
     # updates between two logging points) cut by a chunk's end is carried, as its partial
     # product, into the next chunk.
     carry, last_logged = None, 0
-    while done < total:
+    while done < total and len(active):
         last = min(total, done + size)
         synchronize(device)
         started = time.perf_counter()
-        maps = _update_maps(features1, targets0, schedule.order, schedule, plan, done, last)
-        inside = log_after[(log_after > done) & (log_after <= last)] - done
+        maps = _update_maps(features1, targets0, schedule.order[active], schedule, plan, done,
+                            last)
+        inside = schedule.log_after[(schedule.log_after > done)
+                                    & (schedule.log_after <= last)] - done
         cut = not len(inside) or inside[-1] < last - done  # the chunk ends mid-segment
         segments = _segment_maps(maps, np.r_[inside, last - done] if cut else inside)
         if carry is not None:
-            segments[0] = segments[0] @ carry
-        carry = segments[-1] if cut else None
-        segments = segments[:len(inside)]
-        states = _prefix(segments) @ state if len(inside) else None   # (points, p+1)
+            segments[:, 0] = segments[:, 0] @ carry
+        carry = segments[:, -1] if cut else None
+        states = None
+        if len(inside):
+            prefix = _prefix(segments[:, :len(inside)].transpose(0, 1))   # (S, R, q, q)
+            states = (prefix @ state[None, :, :, None])[..., 0]           # (S, R, q)
         synchronize(device)
         chunk_seconds = time.perf_counter() - started
-        progress(last - done)
+        if progress:
+            progress((last - done) * len(active))
         if states is not None:
-            # Within a chunk, time is shared out in proportion to the updates done.
-            seconds.extend(elapsed + chunk_seconds * inside / (last - done))
-            logged.append(states[:, :-1])
-            n_sound = watch.record(states[:, :-1])
-            if n_sound < len(inside):
-                trajectory = torch.cat(logged)
+            points = np.arange(point, point + len(inside))
+            seconds[points] = elapsed + chunk_seconds * inside / (last - done)
+            thetas_at = states[..., :-1]                                   # (S, R, p+1)
+            at_losses = statistics.loss(thetas_at)                         # (S, R)
+            sound = statistics.sound(thetas_at, at_losses, limits[active][None])
+            going = np.ones(len(active), dtype=bool)
+            for j, run in enumerate(active):
+                n_sound = int(np.argmin(sound[:, j])) if not sound[:, j].all() else len(inside)
+                losses[run, points[:n_sound]] = at_losses[:n_sound, j]
+                if keep:
+                    logged[run, points[:n_sound]] = thetas_at[:n_sound, j]
+                if n_sound == len(inside):
+                    final[run] = thetas_at[-1, j].detach().cpu().double().numpy()
+                    continue
+                going[j] = False
+                before = thetas_at[n_sound - 1, j] if n_sound else state[j, :-1]
                 first = done + int(inside[n_sound - 1]) if n_sound else last_logged
-                return (trajectory, np.array(seconds), watch.first_unsound_update(
-                    trajectory[-len(inside) - 1 + n_sound], first, done + int(inside[n_sound])))
-            state, last_logged = states[-1], done + int(inside[-1])
+                diverged_at[run] = _first_unsound(
+                    features, targets, schedule.order[run], schedule, plan, statistics,
+                    limits[run], before, first, done + int(inside[n_sound]))
+                final[run] = before.detach().cpu().double().numpy()
+            keep_going = torch.from_numpy(going).to(device)
+            state, active = states[-1][keep_going], active[going]
+            carry = carry[keep_going] if carry is not None else None
+            last_logged, point = done + int(inside[-1]), point + len(inside)
         elapsed += chunk_seconds
         done = last
-    return torch.cat(logged), np.array(seconds), None
+    return Runs(log_updates, losses, final, diverged_at, elapsed), logged, seconds

@@ -3,6 +3,8 @@ the variants start from the same point for a seed (paired comparisons), and the 
 pipeline reports is over seeds that really differ."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,30 @@ def test_seeds_is_validated():
             config(seeds=bad)
     assert config(seeds=2).seed_list == [0, 1]
     assert config(seed=5, seeds=3).seed_list == [5, 6, 7]
+
+
+@pytest.mark.parametrize("chunk_bytes", [2000, 1 << 28])
+def test_the_batched_affine_scan_tracks_each_run_and_lets_diverged_runs_drop_out(
+        monkeypatch, chunk_bytes):
+    """All runs in one scan (the GPU path), chunks short or long: each run equals the
+    compiled kernel's, and runs that diverge stop at their own update while others go on."""
+    import descent.torch_engines as engines
+    from descent.engine import Plan, make_schedule, train_runs
+
+    generator = np.random.default_rng(4)
+    features = generator.normal(size=(30, 2)) * np.array([1.0, 3.0])
+    targets = features @ [1.0, -2.0] + 0.5
+    # lr near the stability edge of the largest batch-1 steps: some orders blow up first.
+    plan = Plan(n_examples=30, batch_size=1, epochs=4, lr=0.2, log_every=7, blowup=1e4)
+    schedules = [make_schedule(plan, np.random.default_rng(seed)) for seed in range(8)]
+    schedule = dataclasses.replace(schedules[0], order=np.stack([s.order for s in schedules]))
+    starts = generator.normal(size=(8, 3))
+    monkeypatch.setattr(engines, "CHUNK_BYTES", chunk_bytes)
+    compiled = train_runs(features, targets, starts, plan, schedule, engine="compiled")
+    affine = train_runs(features, targets, starts, plan, schedule, engine="affine")
+    diverged = compiled.diverged_at >= 0
+    assert diverged.any() and not diverged.all()  # the case this test is about
+    np.testing.assert_array_equal(affine.diverged_at, compiled.diverged_at)
+    # float64, ~120 updates in two rounding orders: agree to 1e-9 of the O(1-100) values.
+    np.testing.assert_allclose(affine.final, compiled.final, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(affine.losses, compiled.losses, rtol=1e-9, equal_nan=True)
