@@ -72,11 +72,22 @@ class Schedule:
     log_after: np.ndarray        # (points,) update counts (1-based) after which to log
 
 
-def make_schedule(plan: Plan, generator: np.random.Generator) -> Schedule:
+def make_schedule(plan: Plan, generators) -> Schedule:
+    """The schedule of one run (a Generator: order (epochs, N)) or of R runs (a list of R
+    Generators: order (R, epochs, N)); only the example orders differ between runs."""
+    if isinstance(generators, np.random.Generator):
+        return _layout(plan, shuffled_order(plan, generators))
+    return _layout(plan, np.stack([shuffled_order(plan, g) for g in generators]))
+
+
+def shuffled_order(plan: Plan, generator: np.random.Generator) -> np.ndarray:
+    """(epochs, N) example indices: a fresh permutation per epoch, drawn in epoch order."""
+    order = np.tile(np.arange(plan.n_examples, dtype=np.int64), (plan.epochs, 1))
+    return generator.permuted(order, axis=1) if plan.shuffle else order
+
+
+def _layout(plan: Plan, order: np.ndarray) -> Schedule:
     n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
-    order = np.tile(np.arange(n, dtype=np.int64), (plan.epochs, 1))
-    if plan.shuffle:  # a fresh permutation per epoch, drawn in epoch order
-        order = generator.permuted(order, axis=1)
     full, rest = divmod(n, size)
     per_epoch = [size] * full + ([rest] if rest and not plan.drop_last else [])
     batch_sizes = np.tile(per_epoch, plan.epochs)

@@ -74,6 +74,8 @@ def draw(recipes: list[str], judged: dict, seeds: int, output) -> None:
         axes[row][0].set_ylabel("loss − closed-form loss")
     figure.legend(loc="upper center", ncol=3, frameon=False, fontsize=12,
                   title=f"mean over {seeds} seeds; band: 10th–90th percentile of runs")
-    figure.tight_layout(rect=(0, 0, 1, 0.9))
+    # Fixed margins: tight_layout measures every log-axis tick label and took ~1.5 s here.
+    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=0.8, wspace=0.32,
+                           hspace=0.42)
     atomic_write(output, lambda tmp: figure.savefig(tmp, format="png", dpi=80))
     plt.close(figure)

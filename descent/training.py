@@ -1,7 +1,6 @@
 """The runs of one (recipe, variant), one per seed: plan, seeded starts, descent, records."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
@@ -86,8 +85,7 @@ def starts(recipe: Recipe, n_features: int, seeds: list[int]) -> np.ndarray:
 
 def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> Schedule:
     """The shared schedule with each seed's own example order: order is (R, epochs, N)."""
-    schedules = [make_schedule(plan, generator(seed, recipe.name, variant)) for seed in seeds]
-    return dataclasses.replace(schedules[0], order=np.stack([s.order for s in schedules]))
+    return make_schedule(plan, [generator(seed, recipe.name, variant) for seed in seeds])
 
 
 def descend(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
