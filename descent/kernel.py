@@ -172,6 +172,20 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
             stop, step = start + m, steps[0]
         else:
             stop, step = n, steps[1]
+        if stop - start == 1:  # one example: no gradient to accumulate (same roundings:
+            k = order[epoch, start]  # grad would hold exactly r * x, as 0 + r * x is exact)
+            dot = features[k, 0] * theta[0]
+            for c in range(1, p):
+                dot += features[k, c] * theta[c]
+            r = dot + theta[p] - targets[k]
+            for c in range(p):
+                theta[c] -= step * (r * features[k, c])
+            theta[p] -= step * r
+            batch += 1
+            if batch == per_epoch:
+                batch = 0
+                epoch += 1
+            continue
         for c in range(p + 1):
             grad[c] = 0
         for i in range(start, stop):
