@@ -207,9 +207,11 @@ def main() -> None:
              (10**5, 100, 1), (10**6, 100, 1), (10**6, 10, 1), (10**4, 10, 16),
              (10**4, 10, 256)]
     results["large"] = [large(*case) for case in cases]
-    if cuda:
+    if cuda:  # the engine issue's GPU targets: 256 seeds x 10^6 updates, 10^6 x 100 batch 1
         results["large"] += [large(10**6, 10, 1, "affine", "cuda"),
-                             large(10**4, 10, 256, "affine", "cuda")]
+                             large(10**4, 10, 256, "affine", "cuda"),
+                             large(10**6, 10, 256, "affine", "cuda"),
+                             large(10**6, 100, 1, "affine", "cuda")]
     results["pipeline"] = pipeline()
     write_json(OUT / "results.json", results)
     draw(results)
