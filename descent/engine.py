@@ -194,14 +194,14 @@ def _compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
 
 
 @functools.cache
-def _load_kernel(dtype: np.dtype) -> None:
-    """Call the kernel on a one-row problem, with one run and with two (its serial and its
-    parallel version), so that its compilation is never timed."""
+def _load_kernel(dtype: np.dtype, runs: int = 1) -> None:
+    """Call the kernel on a one-row problem with one run (its serial version) or with two
+    (its parallel one), so that its compilation or cache load (~0.25 s each) is never timed
+    and a stage loads only the version it uses."""
     from descent.kernel import descend
 
-    for runs in (1, 2):
-        descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((runs, 2), dtype),
-                np.zeros((runs, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
+    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((runs, 2), dtype),
+            np.zeros((runs, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
 
 
 def run_kernel(features, targets, thetas, plan, schedule, progress):
@@ -215,7 +215,7 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     from descent.kernel import descend
 
     x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
-    _load_kernel(x.dtype)  # compile or load from cache, untimed
+    _load_kernel(x.dtype, min(len(thetas), 2))  # compile or load from cache, untimed
     started = time.perf_counter()
     logged, losses, diverged_at = descend(
         x, y, np.ascontiguousarray(thetas, dtype=x.dtype), schedule.order, min(plan.batch_size, plan.n_examples),
