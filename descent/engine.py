@@ -38,7 +38,7 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
 
     Each run's schedule holds every epoch's order (epochs x N indices), and each run's
     parameters and loss at every logging point are kept; the schedule adds a few numbers per
-    update. Engine affine (one run at a time) adds one chunk, at most CHUNK_BYTES.
+    update. Engine affine adds one chunk for all runs, at most CHUNK_BYTES.
     """
     p1 = n_features + 1
     updates = total_updates(plan)
@@ -144,6 +144,55 @@ def _gpu_possible() -> bool:
                                           "/dev/kfd")) or platform.system() == "Windows"
 
 
+# Rows per float64 chunk when accumulating the sufficient statistics.
+STATS_CHUNK = 1 << 16
+
+
+def sufficient_statistics(features, targets):
+    """G = X1^T X1, c = X1^T y, yy = y^T y in float64, in chunks (no float64 copy of X)."""
+    n, p = features.shape
+    gram = np.zeros((p + 1, p + 1))
+    cross = np.zeros(p + 1)
+    yy = 0.0
+    for start in range(0, n, STATS_CHUNK):
+        x = features[start:start + STATS_CHUNK].astype(np.float64)
+        y = targets[start:start + STATS_CHUNK].astype(np.float64)
+        # X1 = [x, 1]: its Gram matrix from x'x, the column sums and the row count.
+        sums = x.sum(axis=0)
+        gram[:p, :p] += x.T @ x
+        gram[:p, p] += sums
+        gram[p, :p] += sums
+        gram[p, p] += len(y)
+        cross[:p] += x.T @ y
+        cross[p] += y.sum()
+        yy += float(y @ y)
+    return gram, cross, yy
+
+
+def loss_cap(dtype, n, report_scale) -> float:
+    """The loss whose sum of squared residuals overflows the run's dtype: a loss evaluated in
+    that dtype (as the other engines do) is infinite above it, so the run counts as diverged
+    there too, although the float64 statistics would still give a finite number."""
+    return float(np.finfo(dtype).max) * report_scale / n
+
+
+def unsound_start() -> UserError:
+    """The error every engine gives when a run's starting point is already unsound."""
+    return UserError("the initial parameters give a non-finite loss; use a smaller init or "
+                     "standardize the data")
+
+
+def choose_engine(engine: str, device: str) -> str:
+    """`auto` is the compiled kernel on the CPU and the affine scan elsewhere; the compiled
+    kernel runs on the CPU only."""
+    if engine == "auto":
+        return "compiled" if device == "cpu" else "affine"
+    if engine == "compiled" and device != "cpu":
+        raise UserError(f"train.engine 'compiled' runs on the CPU, not on {device}; set "
+                        "train.engine: auto (or device: cpu)")
+    return engine
+
+
 def logged_updates(schedule: Schedule) -> np.ndarray:
     """Update counts at the logging points, the start (0) first."""
     return np.concatenate([np.zeros(1, np.int64), schedule.log_after])
@@ -169,21 +218,16 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     """R runs at once from thetas (R, p+1), in the dtype of features, on `device`;
     schedule.order is (R, epochs, N), one order per run.
 
-    The compiled kernel takes all runs in one call (in parallel over runs); the affine and
-    loop engines (descent.torch_engines, which import torch) take them one after another.
-    Every run's iterates are the same either way.
+    The compiled kernel takes all runs in one call (in parallel over runs), the affine
+    scan in one batched scan, the literal loop one after another (both in
+    descent.torch_engines, which imports torch). Every run's iterates are the same either way.
     """
-    if engine == "auto":
-        engine = "compiled" if device == "cpu" else "affine"
+    engine = choose_engine(engine, device)
     if engine == "compiled":
-        if device != "cpu":
-            raise UserError(f"train.engine 'compiled' runs on the CPU, not on {device}; set "
-                            "train.engine: auto (or device: cpu)")
         return _compiled_runs(features, targets, thetas, plan, schedule, progress)
-    from descent.torch_engines import train_one_by_one
+    from descent.torch_engines import torch_runs
 
-    return train_one_by_one(features, targets, thetas, plan, schedule, engine, device,
-                            progress)
+    return torch_runs(features, targets, thetas, plan, schedule, engine, device, progress)
 
 
 def _compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
@@ -218,15 +262,15 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     _load_kernel(x.dtype, min(len(thetas), 2))  # compile or load from cache, untimed
     started = time.perf_counter()
     logged, losses, diverged_at = descend(
-        x, y, np.ascontiguousarray(thetas, dtype=x.dtype), schedule.order, min(plan.batch_size, plan.n_examples),
-        plan.drop_last, 2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
+        x, y, np.ascontiguousarray(thetas, dtype=x.dtype), schedule.order,
+        min(plan.batch_size, plan.n_examples), plan.drop_last,
+        2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
         plan.recorded_scale)
     seconds = time.perf_counter() - started
     if progress:
         progress(len(schedule.batch_sizes) * len(thetas))
     if (diverged_at == 0).any():
-        raise UserError("the initial parameters give a non-finite loss; use a smaller init "
-                        "or standardize the data")
+        raise unsound_start()
     log_updates = logged_updates(schedule)
     # A run's last sound point: the last logging point before the update it diverged at.
     last = np.where(diverged_at > 0, np.searchsorted(log_updates, diverged_at) - 1,

@@ -11,10 +11,11 @@ import math
 import numba
 import numpy as np
 
+from descent.engine import loss_cap, sufficient_statistics
+
 __all__ = ["descend"]
 
 _TINY = float(np.finfo(np.float64).tiny)
-_STATS_CHUNK = 1 << 16  # rows per float64 chunk when accumulating the sufficient statistics
 
 
 def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale, log_after,
@@ -100,7 +101,7 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     steps[:, 0] = scales / m
     steps[:, 1] = scales / (short or m)
 
-    gram, cross, yy = _sufficient_statistics(features, targets)
+    gram, cross, yy = sufficient_statistics(features, targets)
     logged = np.full((runs, log_after.size + 1, p + 1), np.nan, dtype=dtype)
     losses = np.full((runs, log_after.size + 1), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
@@ -110,29 +111,8 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     (_descend_runs_serial if runs == 1 else _descend_runs_parallel)(
         features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
         float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
-        diverged_at, work, stride, _loss_cap(dtype, n, report_scale))
+        diverged_at, work, stride, loss_cap(dtype, n, report_scale))
     return logged, losses, diverged_at
-
-
-def _sufficient_statistics(features, targets):
-    """G = X1^T X1, c = X1^T y, yy = y^T y in float64, in chunks (no float64 copy of X)."""
-    n, p = features.shape
-    gram = np.zeros((p + 1, p + 1))
-    cross = np.zeros(p + 1)
-    yy = 0.0
-    for start in range(0, n, _STATS_CHUNK):
-        x = features[start:start + _STATS_CHUNK].astype(np.float64)
-        y = targets[start:start + _STATS_CHUNK].astype(np.float64)
-        # X1 = [x, 1]: its Gram matrix from x'x, the column sums and the row count.
-        sums = x.sum(axis=0)
-        gram[:p, :p] += x.T @ x
-        gram[:p, p] += sums
-        gram[p, :p] += sums
-        gram[p, p] += len(y)
-        cross[:p] += x.T @ y
-        cross[p] += y.sum()
-        yy += float(y @ y)
-    return gram, cross, yy
 
 
 @numba.njit(cache=True, nogil=True)
@@ -203,13 +183,6 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
         if batch == per_epoch:
             batch = 0
             epoch += 1
-
-
-def _loss_cap(dtype, n, report_scale) -> float:
-    """The loss whose sum of squared residuals overflows the run's dtype: a loss evaluated in
-    that dtype (as the other engines do) is infinite above it, so the run counts as diverged
-    there too, although the float64 statistics would still give a finite number."""
-    return float(np.finfo(dtype).max) * report_scale / n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -319,7 +292,7 @@ def _reference_descend(features, targets, thetas0, orders, batch_size, drop_last
             diverged_at[run] = 0
             continue
         limit = min(blowup * max(losses[run, 0], _TINY),
-                    _loss_cap(features.dtype, len(targets), report_scale))
+                    loss_cap(features.dtype, len(targets), report_scale))
         previous = 0
         for point, update in enumerate(log_after, start=1):
             if not sound(update, limit):

@@ -1,5 +1,5 @@
-"""The torch backends of the engine (descent.engine): the literal loop and the affine scan,
-on any torch device, one run at a time.
+"""The torch backends of the engine (descent.engine): the literal loop (one run at a time)
+and the affine scan (all runs in one batched scan), on any torch device.
 
 Model y_hat = X w + b, loss `scale * mean((y_hat - y)^2)` over a batch (scale 1/2 is the
 d2l "half squared" loss, 1 is MSELoss). With squared loss, one update is an affine map of
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from descent.engine import CHUNK_BYTES, Plan, Runs, Schedule, run_kernel
-from descent.io import UserError
+from descent.engine import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, logged_updates,
+                            loss_cap, run_kernel, sufficient_statistics, unsound_start)
 
 
 @dataclass
@@ -58,12 +58,8 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
     engine `auto` is the compiled kernel on the CPU and the affine scan on a GPU.
     """
     theta = torch.cat([weights, bias.reshape(1)])
-    if engine == "auto":
-        engine = "compiled" if features.device.type == "cpu" else "affine"
+    engine = choose_engine(engine, features.device.type)
     if engine == "compiled":
-        if features.device.type != "cpu":
-            raise UserError(f"train.engine 'compiled' runs on the CPU, not on "
-                            f"{features.device}; set train.engine: auto (or device: cpu)")
         return _train_compiled(features, targets, theta, plan, schedule, progress)
     if engine == "affine":
         one = dataclasses.replace(schedule, order=schedule.order[None])
@@ -74,19 +70,17 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
         return Trajectory(runs.log_updates[:points], logged[0, :points, :-1],
                           logged[0, :points, -1], runs.losses[0, :points], seconds[:points],
                           at if at >= 0 else None)
-    run = _train_loop
     watch = _Watch(features, targets, plan, schedule)
-    logged, seconds, diverged_at = run(features, targets, theta, plan, schedule, watch,
-                                       progress or (lambda n: None))
+    logged, seconds, diverged_at = _train_loop(features, targets, theta, plan, schedule, watch,
+                                               progress or (lambda n: None))
     losses = np.concatenate(watch.losses)
     points = len(losses)
-    return Trajectory(np.r_[0, schedule.log_after][:points], logged[:points, :-1],
+    return Trajectory(logged_updates(schedule)[:points], logged[:points, :-1],
                       logged[:points, -1], losses, seconds[:points], diverged_at)
 
 
-def train_one_by_one(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray,
-                     plan: Plan, schedule: Schedule, engine: str, device: str,
-                     progress=None) -> Runs:
+def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
+               schedule: Schedule, engine: str, device: str, progress=None) -> Runs:
     """engine.train_runs for the torch engines on `device`: the affine scan takes all runs
     at once, the literal loop one after another."""
     device = torch.device(device)
@@ -95,7 +89,7 @@ def train_one_by_one(features: np.ndarray, targets: np.ndarray, thetas: np.ndarr
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
     if engine == "affine":
         return _affine_runs(x, y, starts, plan, schedule, progress)[0]
-    log_updates = np.r_[0, schedule.log_after]
+    log_updates = logged_updates(schedule)
     runs, p1 = len(thetas), thetas.shape[1]
     losses = np.full((runs, len(log_updates)), np.nan)
     final, diverged_at, seconds = np.empty((runs, p1)), np.full(runs, -1), 0.0
@@ -113,7 +107,7 @@ def _train_compiled(features, targets, theta, plan, schedule, progress) -> Traje
     one = dataclasses.replace(schedule, order=schedule.order[None])
     logged, losses, last, diverged_at, elapsed = run_kernel(
         features.numpy(), targets.numpy(), theta[None].numpy(), plan, one, progress)
-    log_updates = np.r_[0, schedule.log_after][:last[0] + 1]
+    log_updates = logged_updates(schedule)[:last[0] + 1]
     # One call times the whole run; seconds at logging points are shared out by update count.
     seconds = elapsed * log_updates / max(1, schedule.log_after[-1])
     kept = torch.from_numpy(logged[0, :last[0] + 1])
@@ -132,12 +126,14 @@ class _Losses:
     """
 
     def __init__(self, features, targets, plan):
-        x = features.detach().cpu().double().numpy()
-        y = targets.detach().cpu().double().numpy()
-        x1 = np.c_[x, np.ones(len(y))]
-        self.gram, self.cross, self.yy, self.n = x1.T @ x1, x1.T @ y, float(y @ y), len(y)
-        self.scale = plan.recorded_scale
-        self.cap = float(torch.finfo(features.dtype).max) * plan.recorded_scale / len(y)
+        x, y = features.detach().cpu().numpy(), targets.detach().cpu().numpy()
+        self.gram, self.cross, self.yy = sufficient_statistics(x, y)
+        self.n, self.scale = len(y), plan.recorded_scale
+        self.cap = loss_cap(x.dtype, len(y), plan.recorded_scale)
+
+    def limits(self, start: np.ndarray, blowup: float) -> np.ndarray:
+        """The blow-up limit of runs whose starting losses are `start`."""
+        return blowup * np.maximum(start, np.finfo(np.float64).tiny)
 
     def loss(self, thetas: torch.Tensor) -> np.ndarray:
         """Whole-set losses of thetas (..., p+1), float64 on the host."""
@@ -175,9 +171,8 @@ class _Watch:
         ok = int(unsound[0]) if len(unsound) else len(losses)
         if not self.losses:  # the starting point fixes the blow-up limit
             if ok == 0:
-                raise UserError("the initial parameters give a non-finite loss; use a "
-                                "smaller init or standardize the data")
-            self.limit = self.plan.blowup * max(float(losses[0]), np.finfo(np.float64).tiny)
+                raise unsound_start()
+            self.limit = float(self.statistics.limits(losses[0], self.plan.blowup))
         self.losses.append(losses[:ok])
         return ok
 
@@ -213,7 +208,7 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         model.bias.copy_(theta[-1:])
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
     order = torch.from_numpy(schedule.order).to(device)
-    log_after = np.r_[0, schedule.log_after]
+    log_after = logged_updates(schedule)
     logged = torch.empty(len(log_after), len(theta), device=device, dtype=dtype)
     logged[0] = theta
     seconds = np.zeros(len(log_after))
@@ -334,16 +329,15 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
     features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
     targets0 = torch.cat([targets, torch.zeros(1, device=device, dtype=dtype)])
     statistics = _Losses(features, targets, plan)
-    log_updates = np.r_[0, schedule.log_after]
+    log_updates = logged_updates(schedule)
     losses = np.full((runs, len(log_updates)), np.nan)
     logged = torch.full((runs, len(log_updates), p + 1), math.nan, device=device,
                         dtype=dtype) if keep else None
     seconds = np.zeros(len(log_updates))
     start = statistics.loss(thetas)
     if not statistics.sound(thetas, start, math.inf).all():
-        raise UserError("the initial parameters give a non-finite loss; use a smaller init "
-                        "or standardize the data")
-    limits = plan.blowup * np.maximum(start, np.finfo(np.float64).tiny)
+        raise unsound_start()
+    limits = statistics.limits(start, plan.blowup)
     losses[:, 0] = start
     if keep:
         logged[:, 0] = thetas

@@ -63,10 +63,6 @@ class SeededRuns:
     runs: Runs
     examples: np.ndarray     # (points,) examples seen at each logging point
 
-    @property
-    def epochs_at(self) -> np.ndarray:
-        return self.examples / self.plan.n_examples
-
 
 def generator(seed: int, recipe: str, stream: str) -> np.random.Generator:
     return np.random.default_rng(run_seed(seed, recipe, stream))
@@ -99,7 +95,7 @@ def descend(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
     runs = train_runs(np.asarray(features, dtype=config.dtype),
                       np.asarray(targets, dtype=config.dtype),
                       starts(recipe, features.shape[1], seeds), plan, schedule,
-                      engine=config.train.engine, device=str(device), progress=progress)
+                      engine=config.train.engine, device=device, progress=progress)
     examples = np.r_[0, np.cumsum(schedule.batch_sizes)][runs.log_updates]
     return SeededRuns(plan, list(seeds), runs, examples)
 
