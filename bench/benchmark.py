@@ -90,7 +90,8 @@ LARGE = """
 import resource, sys, time
 import numpy as np
 from bench.benchmark import Plan, descend, schedule
-n, p, runs, engine, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+n, p, runs = (int(v) for v in sys.argv[1:4])
+engine, device = sys.argv[4:6]
 rng = np.random.default_rng(0)
 x = rng.standard_normal((n, p), dtype=np.float32)
 y = x @ rng.standard_normal(p, dtype=np.float32) + rng.standard_normal(n, dtype=np.float32) / 10

@@ -165,7 +165,8 @@ MAX_PLOT_POINTS = 200  # per curve: enough for a smooth line, small HTML (`dvc p
 
 def band(curves: dict, n_examples: int, seconds_per_update: float):
     """The mean loss over runs at each logging point, with the 10th-90th percentile band and
-    the number of runs diverged by then, thinned to at most MAX_PLOT_POINTS evenly spread points (first and last kept).
+    the number of runs diverged by then, thinned to at most MAX_PLOT_POINTS evenly spread
+    points (first and last kept).
 
     A point is left out once every run has diverged before it.
     """
@@ -175,7 +176,8 @@ def band(curves: dict, n_examples: int, seconds_per_update: float):
     sound = (~np.isnan(losses)).sum(axis=0)
     keep = np.flatnonzero(sound > 0)
     if len(keep) > MAX_PLOT_POINTS:
-        keep = keep[np.unique(np.linspace(0, len(keep) - 1, MAX_PLOT_POINTS).round().astype(int))]
+        spread_out = np.linspace(0, len(keep) - 1, MAX_PLOT_POINTS).round().astype(int)
+        keep = keep[np.unique(spread_out)]
     with np.errstate(all="ignore"):
         low, high = np.nanpercentile(losses[:, keep], [10, 90], axis=0)
         mean = np.nanmean(losses[:, keep], axis=0)

@@ -170,7 +170,8 @@ def test_each_variant_converges_to_the_true_parameters_within_the_noise():
         plan = Plan(n_examples=n, batch_size=batch, epochs=epochs, lr=lr, gradient_scale=0.5)
         generator = torch.Generator().manual_seed(0)
         run = train(features, targets, torch.zeros(2, dtype=torch.float64),
-                    torch.zeros((), dtype=torch.float64), plan, make_schedule(plan, np.random.default_rng(0)))
+                    torch.zeros((), dtype=torch.float64), plan,
+                    make_schedule(plan, np.random.default_rng(0)))
         final = np.r_[run.weights[-1].numpy(), run.biases[-1].item()]
         # Least squares misses the truth by ~1 standard error; constant-step SGD then
         # jitters around it with stationary sd ~ sigma sqrt(c lr / batch) per coordinate.

@@ -190,16 +190,21 @@ def wait_for_queue(project: Path, env, timeout: float = 600) -> None:
     raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
 
 
-def test_the_readme_session_runs_as_written_and_ends_at_the_baseline(project, env):
-    env = {**env, "COLUMNS": "120"}
-    commands = readme_commands("everyday")
-    assert len(commands) >= 10
+def run_readme_block(name: str, project: Path, env) -> dict[str, str]:
+    """Run a README block's lines as written, in order (waiting for a started queue to
+    finish); each command's output, by command."""
     outputs = {}
-    for line in commands:
-        result = run(["bash", "-c", line], project, env)
-        outputs[line.split("#")[0].strip()] = result.stdout
+    for line in readme_commands(name):
+        outputs[line.split("#")[0].strip()] = run(["bash", "-c", line], project, env).stdout
         if line.startswith("dvc queue start"):
             wait_for_queue(project, env)
+    return outputs
+
+
+def test_the_readme_session_runs_as_written_and_ends_at_the_baseline(project, env):
+    env = {**env, "COLUMNS": "120"}
+    outputs = run_readme_block("everyday", project, env)
+    assert len(outputs) >= 10
 
     # The workspace is back at the committed baseline, results and all.
     assert run(["git", "status", "--porcelain"], project, env).stdout == ""
@@ -273,13 +278,24 @@ def test_dvc_plots_use_the_offline_template_instead_of_the_cdn(built, env, tmp_p
     assert "cdn.jsdelivr.net" not in html and "{plot_divs}" not in html
 
 
-def figures(tree, path=()):
-    """(dotted key, value) for every number in a metrics tree."""
+def leaves(tree, path=()):
+    """(dotted key, value) for every value in a metrics tree."""
     if isinstance(tree, dict):
         for key, value in tree.items():
-            yield from figures(value, (*path, key))
-    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+            yield from leaves(value, (*path, key))
+    else:
         yield ".".join(path), tree
+
+
+def figures(tree) -> dict:
+    """The numbers of a metrics tree, by dotted key."""
+    return {key: value for key, value in leaves(tree)
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def strings(tree) -> dict:
+    """The strings of a metrics tree ("diverged", verdicts), by dotted key."""
+    return {key: value for key, value in leaves(tree) if isinstance(value, str)}
 
 
 def test_the_committed_metrics_are_reproduced_here_within_the_float32_tolerance(built):
@@ -292,7 +308,7 @@ def test_the_committed_metrics_are_reproduced_here_within_the_float32_tolerance(
     rerun = json.loads((built / "metrics/evaluate.json").read_text())
     assert committed.keys() == rerun.keys()
     for recipe, judged in committed.items():
-        ours, theirs = dict(figures(rerun[recipe])), dict(figures(judged))
+        ours, theirs = figures(rerun[recipe]), figures(judged)
         assert ours.keys() == theirs.keys(), recipe
         losses = {variant: judged[variant]["final_loss"]["mean"] for variant in
                   ("gd", "sgd", "minibatch") if isinstance(judged[variant]["final_loss"], dict)}
@@ -312,16 +328,7 @@ def test_the_committed_metrics_are_reproduced_here_within_the_float32_tolerance(
                 scale = max(losses.values()) if first == "comparisons" else \
                     parameters if "distance" in key else losses[first]
                 assert abs(ours[key] - value) <= 1e-5 * scale, (recipe, key, ours[key], value)
-        assert [v for _, v in strings(rerun[recipe])] == [v for _, v in strings(judged)]
-
-
-def strings(tree, path=()):
-    """(dotted key, value) for every string in a metrics tree ("diverged", verdicts)."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from strings(value, (*path, key))
-    elif isinstance(tree, str):
-        yield ".".join(path), tree
+        assert strings(rerun[recipe]) == strings(judged)
 
 
 def test_an_experiment_shared_through_a_git_and_a_dvc_remote_reaches_another_clone(
@@ -334,14 +341,12 @@ def test_an_experiment_shared_through_a_git_and_a_dvc_remote_reaches_another_clo
     run(["dvc", "remote", "add", "-d", "storage", str(storage)], project, env)
     run(["git", "commit", "-qam", "a DVC remote"], project, env)
     run(["git", "push", "-q", "origin", "main"], project, env)
-    for line in readme_commands("share"):
-        run(["bash", "-c", line], project, env)
+    run_readme_block("share", project, env)
     ours = json.loads((project / "metrics/final_loss.json").read_text())
 
     other = tmp_path / "other"
     run(["git", "clone", "-q", str(origin), str(other)], tmp_path, env)
-    for line in readme_commands("clone"):
-        run(["bash", "-c", line], other, env)
+    run_readme_block("clone", other, env)
     # The other clone has the experiment's results and the cached curves behind them.
     assert json.loads((other / "metrics/final_loss.json").read_text()) != ours  # bs20 now
     assert yaml.safe_load((other / "params.yaml").read_text())["batch_size"] == 20
@@ -351,10 +356,7 @@ def test_an_experiment_shared_through_a_git_and_a_dvc_remote_reaches_another_clo
 
 
 def test_the_readme_reference_runs_fill_in_the_reference_table(project, env):
-    for line in readme_commands("reference-runs"):
-        run(["bash", "-c", line], project, env)
-        if line.startswith("dvc queue start"):
-            wait_for_queue(project, env)
+    run_readme_block("reference-runs", project, env)
     shown = json.loads(dvc(project, env, "exp", "show", "--json").stdout)
     names = {revision["name"] for commit in shown
              for experiment in commit.get("experiments") or [] for revision in experiment["revs"]}
