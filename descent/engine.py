@@ -149,24 +149,18 @@ STATS_CHUNK = 1 << 16
 
 
 def sufficient_statistics(features, targets):
-    """G = X1^T X1, c = X1^T y, yy = y^T y in float64, in chunks (no float64 copy of X)."""
+    """G = X1^T X1, c = X1^T y, yy = y^T y in float64 (X1 = [X, 1]), in chunks of rows (no
+    float64 copy of X): one product Z^T Z of Z = [X, 1, y] per chunk holds all three."""
     n, p = features.shape
-    gram = np.zeros((p + 1, p + 1))
-    cross = np.zeros(p + 1)
-    yy = 0.0
+    total = np.zeros((p + 2, p + 2))
+    z = np.empty((min(n, STATS_CHUNK), p + 2))
+    z[:, p] = 1.0
     for start in range(0, n, STATS_CHUNK):
-        x = features[start:start + STATS_CHUNK].astype(np.float64)
-        y = targets[start:start + STATS_CHUNK].astype(np.float64)
-        # X1 = [x, 1]: its Gram matrix from x'x, the column sums and the row count.
-        sums = x.sum(axis=0)
-        gram[:p, :p] += x.T @ x
-        gram[:p, p] += sums
-        gram[p, :p] += sums
-        gram[p, p] += len(y)
-        cross[:p] += x.T @ y
-        cross[p] += y.sum()
-        yy += float(y @ y)
-    return gram, cross, yy
+        part = z[:min(STATS_CHUNK, n - start)]
+        part[:, :p] = features[start:start + len(part)]
+        part[:, p + 1] = targets[start:start + len(part)]
+        total += part.T @ part
+    return total[:p + 1, :p + 1], total[:p + 1, p + 1], float(total[p + 1, p + 1])
 
 
 def loss_cap(dtype, n, report_scale) -> float:
@@ -218,7 +212,7 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     """R runs at once from thetas (R, p+1), in the dtype of features, on `device`;
     schedule.order is (R, epochs, N), one order per run.
 
-    The compiled kernel takes all runs in one call (in parallel over runs), the affine
+    The compiled kernel takes all runs in one call (in parallel over runs, in threads), the affine
     scan in one batched scan, the literal loop one after another (both in
     descent.torch_engines, which imports torch). Every run's iterates are the same either way.
     """
@@ -238,14 +232,13 @@ def _compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
 
 
 @functools.cache
-def _load_kernel(dtype: np.dtype, runs: int = 1) -> None:
-    """Call the kernel on a one-row problem with one run (its serial version) or with two
-    (its parallel one), so that its compilation or cache load (~0.25 s each) is never timed
-    and a stage loads only the version it uses."""
+def _load_kernel(dtype: np.dtype) -> None:
+    """Call the kernel on a one-row problem, so that its compilation (~2 s, once per
+    checkout) or cache load (~0.25 s) is never timed."""
     from descent.kernel import descend
 
-    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((runs, 2), dtype),
-            np.zeros((runs, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
+    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 2), dtype),
+            np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
 
 
 def run_kernel(features, targets, thetas, plan, schedule, progress):
@@ -259,7 +252,7 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     from descent.kernel import descend
 
     x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
-    _load_kernel(x.dtype, min(len(thetas), 2))  # compile or load from cache, untimed
+    _load_kernel(x.dtype)  # compile or load from cache, untimed
     started = time.perf_counter()
     logged, losses, diverged_at = descend(
         x, y, np.ascontiguousarray(thetas, dtype=x.dtype), schedule.order,
@@ -272,10 +265,10 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     if (diverged_at == 0).any():
         raise unsound_start()
     log_updates = logged_updates(schedule)
-    # A run's last sound point: the last logging point before the update it diverged at.
+    # A run's last sound point: the last logging point before the update it diverged at
+    # (the kernel left the losses after it NaN).
     last = np.where(diverged_at > 0, np.searchsorted(log_updates, diverged_at) - 1,
                     len(log_updates) - 1)
-    losses[np.arange(len(log_updates)) > last[:, None]] = np.nan
-    return logged, losses, last, diverged_at.astype(np.int64), seconds
+    return logged, losses, last, diverged_at, seconds
 
 
