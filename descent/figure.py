@@ -29,7 +29,8 @@ def draw(recipes: list[str], judged: dict, seeds: int, output) -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    plt.rcParams.update({"font.size": 11, "axes.titlesize": 11})
+    # A fixed title height: automatic placement measured every tick label (~0.4 s).
+    plt.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.titley": 1.02})
     figure, axes = plt.subplots(2, len(recipes), figsize=(3.3 * len(recipes), 6.6),
                                 squeeze=False)
     for column, name in enumerate(recipes):

@@ -1,9 +1,9 @@
 """Stage `evaluate`: judge every descent run against the closed-form least-squares solution.
 
-For each recipe, scikit-learn's LinearRegression (with intercept) is fitted on exactly the
-rows the variants trained on, and its loss is computed in the recipe's loss convention.
-Each variant's seeds give a spread (mean, sd, 95 % interval), and the variants are compared
-pair by pair over the same seeds. Writes:
+The closed form of each recipe (scikit-learn's, on exactly the rows the variants trained
+on, its loss in the recipe's convention) comes from stage `solve`. Each variant's seeds
+give a spread (mean, sd, 95 % interval), and the variants are compared pair by pair over
+the same seeds. Writes:
 - metrics/final_loss.json  <recipe>.<variant>: mean final loss over the seeds (the headline)
 - metrics/evaluate.json    every figure's spread, the closed form, the paired comparisons
 - metrics/seeds.json       each seed's final loss, excess loss and examples to target
@@ -20,17 +20,17 @@ def main() -> None:
     config = configuration.load()
     import pandas as pd
 
-    from descent.data import check_datasets
-    from descent.judge import (DIVERGED, PAIRS, as_metrics, band, closed_form, compare_pair,
-                               judge, load_all_trained, per_seed_table, recipe_curves)
+    from descent.judge import (DIVERGED, PAIRS, as_metrics, band, compare_pair, judge,
+                               load_all_trained, load_closed_form, per_seed_table,
+                               recipe_curves)
     from descent.numbers import DIGITS
 
     digits = DIGITS[config.dtype]
-    datasets = check_datasets(config)
+    optima = load_closed_form(config.recipes)
     trained = load_all_trained()
     headline, metrics, per_seed, speeds = {}, {}, {}, {}
     for name, recipe in config.recipes.items():
-        optimum = closed_form(*datasets[name], recipe.loss.scale)
+        optimum = optima[name]
         truth = read_json((ROOT / recipe.data).with_suffix(".json")) \
             if config.synthetic_source(recipe) else None
         metrics[name] = {"closed_form": as_metrics(optimum, DIGITS["float64"])}

@@ -105,6 +105,17 @@ def test_bad_params(project, env, case):
     assert words in line, line
 
 
+def test_evaluate_without_the_closed_form_says_which_stage_to_run(project, env):
+    solved = project / "data/closed_form.json"
+    kept = solved.read_bytes()
+    solved.unlink()
+    try:
+        line = one_clear_line(project, env, "evaluate")
+    finally:
+        solved.write_bytes(kept)
+    assert "data/closed_form.json not found; run `dvc repro solve`" in line, line
+
+
 DATA_FILES = {
     # name: (how to make the file, words)
     "a folder": (lambda p: p.mkdir(), "is a folder, not a CSV file"),

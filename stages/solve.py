@@ -1,0 +1,27 @@
+"""Stage `solve`: the closed-form least-squares solution of every recipe's data.
+
+scikit-learn's LinearRegression (with intercept) is fitted on exactly the rows the variants
+train on, and its loss computed in the recipe's loss convention. It depends on the data and
+the recipes only, so `dvc exp run -S batch_size=...` never reruns it (nor pays for
+scikit-learn's import). Writes data/closed_form.json (full precision; `evaluate` rounds).
+"""
+from __future__ import annotations
+
+from descent import config as configuration
+from descent.io import ROOT, cli, write_json
+
+
+def main() -> None:
+    config = configuration.load()
+    from descent.data import check_datasets
+    from descent.judge import closed_form
+
+    datasets = check_datasets(config)
+    write_json(ROOT / "data/closed_form.json",
+               {name: closed_form(*datasets[name], recipe.loss.scale)
+                for name, recipe in config.recipes.items()})
+    print(f"solved {len(config.recipes)} recipes in closed form: data/closed_form.json")
+
+
+if __name__ == "__main__":
+    cli(main)()
