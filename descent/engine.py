@@ -160,7 +160,9 @@ def sufficient_statistics(features, targets):
         part[:, :p] = features[start:start + len(part)]
         part[:, p + 1] = targets[start:start + len(part)]
         total += part.T @ part
-    return total[:p + 1, :p + 1], total[:p + 1, p + 1], float(total[p + 1, p + 1])
+    total = 0.5 * (total + total.T)  # exactly symmetric (the kernel relies on it); a + b = b + a
+    return (np.ascontiguousarray(total[:p + 1, :p + 1]), total[:p + 1, p + 1].copy(),
+            float(total[p + 1, p + 1]))
 
 
 def loss_cap(dtype, n, report_scale) -> float:

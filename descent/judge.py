@@ -1,13 +1,15 @@
-"""The judge: scikit-learn's closed-form least squares, and each run's metrics against it."""
+"""The judge: scikit-learn's closed-form least squares, and each run's metrics against it
+over the seeds (what stage `evaluate` writes)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from descent.config import VARIANTS
 from descent.io import ROOT, UserError, read_json
-from descent.numbers import significant
+from descent.numbers import DIGITS, significant
 
 NOT_REACHED = "not reached"
 DIVERGED = "diverged"
@@ -157,11 +159,20 @@ def per_seed_table(seeds: list[dict], digits: int) -> dict[str, list]:
             for key in ("final_loss", "excess_loss", "examples_to_target")}
 
 
-def load_trained(variant: str) -> tuple[dict, Any, dict]:
-    """What train@<variant> wrote: results, per-seed loss curves, timings."""
+def load_runs(variant: str) -> tuple[dict, Any]:
+    """What train@<variant> wrote: its results and each seed's loss curves."""
     try:
-        results = read_json(ROOT / f"metrics/train/{variant}.json")
-        curves = np.load(ROOT / f"data/runs/{variant}.npz")
+        return (read_json(ROOT / f"metrics/train/{variant}.json"),
+                np.load(ROOT / f"data/runs/{variant}.npz"))
+    except FileNotFoundError as missing:
+        raise UserError(f"{missing.filename} not found; run `dvc repro train@{variant}` "
+                        "first") from None
+
+
+def load_trained(variant: str) -> tuple[dict, Any, dict]:
+    """load_runs, and the timings of train@<variant>."""
+    results, curves = load_runs(variant)
+    try:
         timings = read_json(ROOT / f"metrics/timing/{variant}.json")["recipes"]
     except FileNotFoundError as missing:
         raise UserError(f"{missing.filename} not found; run `dvc repro train@{variant}` "
@@ -173,8 +184,48 @@ def recipe_curves(curves, recipe: str) -> dict[str, np.ndarray]:
     return {key: curves[f"{recipe}/{key}"] for key in ("updates", "examples", "losses")}
 
 
-def load_all_trained() -> dict[str, tuple[dict, Any, dict]]:
-    return {variant: load_trained(variant) for variant in VARIANTS}
+@dataclass
+class Judgement:
+    """Everything stage `evaluate` writes, keyed by recipe then variant."""
+    headline: dict     # mean final loss (or "diverged")
+    metrics: dict      # every figure's spread, the closed form, the paired comparisons
+    per_seed: dict     # each seed's final loss, excess loss, examples to target
+    speeds: dict       # the timings of each training call
+    bands: dict        # recipe -> DataFrame of every variant's mean curve and band
+
+
+def judge_all(config, optima: dict[str, dict]) -> Judgement:
+    """Every recipe's variants, judged over their seeds against the recipe's closed form."""
+    import pandas as pd
+
+    digits = DIGITS[config.dtype]
+    trained = {variant: load_trained(variant) for variant in VARIANTS}
+    out = Judgement({}, {}, {}, {}, {})
+    for name, recipe in config.recipes.items():
+        optimum = optima[name]
+        truth = read_json((ROOT / recipe.data).with_suffix(".json")) \
+            if config.synthetic_source(recipe) else None
+        metrics = out.metrics[name] = {"closed_form": as_metrics(optimum, DIGITS["float64"])}
+        out.headline[name], out.per_seed[name], out.speeds[name] = {}, {}, {}
+        seeds, frames = {}, []
+        for variant, (results, curves, timings) in trained.items():
+            if name not in results["recipes"]:
+                raise UserError(f"train@{variant} has no result for recipe '{name}'; "
+                                f"run `dvc repro train@{variant}`")
+            result, curve = results["recipes"][name], recipe_curves(curves, name)
+            metrics[variant], seeds[variant] = judge(result, curve, optimum, truth,
+                                                     config.target_excess, digits)
+            final = metrics[variant]["final_loss"]
+            out.headline[name][variant] = final if final == DIVERGED else final["mean"]
+            out.per_seed[name][variant] = {"seed": [run["seed"] for run in result["runs"]],
+                                           **per_seed_table(seeds[variant], digits)}
+            out.speeds[name][variant] = timing = timings[name]
+            per_update = timing["seconds"] / timing["runs"] / max(1, result["updates"])
+            frames.append(band(curve, result["examples"], per_update).assign(variant=variant))
+        metrics["comparisons"] = {f"{a}_vs_{b}": compare_pair(a, b, seeds, digits)
+                                  for a, b in PAIRS}
+        out.bands[name] = pd.concat(frames).assign(closed_form=optimum["loss"])
+    return out
 
 
 MAX_PLOT_POINTS = 200  # per curve: enough for a smooth line, small HTML (`dvc plots diff`)

@@ -121,13 +121,17 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
 def _loss(theta, gram, cross, yy, n, report_scale):
     """report_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
     q = theta.shape[0]
+    # rows[a] = sum over b of gram[a, b] * theta[b], each summed in the order b = 0, 1, ...;
+    # gram is symmetric, so reading gram[b, a] instead lets the loop over a vectorize
+    # without changing any rounding.
+    rows = np.zeros(q)
+    for b in range(q):
+        tb = np.float64(theta[b])
+        for a in range(q):
+            rows[a] += gram[b, a] * tb
     total = yy
     for a in range(q):
-        ta = np.float64(theta[a])
-        row = 0.0
-        for b in range(q):
-            row += gram[a, b] * np.float64(theta[b])
-        total += ta * (row - 2.0 * cross[a])
+        total += np.float64(theta[a]) * (rows[a] - 2.0 * cross[a])
     loss = report_scale * total / n
     if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
         loss = 0.0

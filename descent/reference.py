@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from descent.config import AIRFOIL_CSV, LOSSES, Config, Recipe, read_yaml
+from descent.config import AIRFOIL_CSV, LOSSES, VARIANTS, Config, Recipe, read_yaml
 from descent.io import ROOT, UserError, read_json, write_text
+from descent.judge import load_runs
 from descent.numbers import DIGITS, significant
 
 PUBLISHED = ROOT / "data/published.yaml"
@@ -118,15 +119,15 @@ def shown(ours: Any) -> tuple[str, str]:
 
 
 def build(config: Config) -> tuple[list[dict], str]:
-    from descent.config import VARIANTS
-
     published = read_yaml(PUBLISHED)
+    runs, curves = {}, {}
+    for variant in VARIANTS:
+        runs[variant], curves[variant] = load_runs(variant)
     try:
-        runs = {v: read_json(ROOT / f"metrics/train/{v}.json") for v in VARIANTS}
-        curves = {v: np.load(ROOT / f"data/runs/{v}.npz") for v in VARIANTS}
         evaluation = read_json(ROOT / "metrics/evaluate.json")
-    except FileNotFoundError as missing:
-        raise UserError(f"{missing.filename} not found; run `dvc repro` first") from None
+    except FileNotFoundError:
+        raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate` first") \
+            from None
     rows, lines = [], ["| experiment | recipe · variant | quantity | published | this pipeline: "
                        "mean ± sd over seeds | z of published |", "|---|---|---|---|---|---|"]
     for experiment in published:
