@@ -94,6 +94,30 @@ def airfoil(engines: list[str], device: str) -> list[dict]:
     return rows
 
 
+def features_sweep(device: str) -> list[dict]:
+    """Microseconds per update of each backend as the features grow (1000 rows, batch 1,
+    one epoch): the affine maps cost O(p^3) per update, the others O(p), so past some p the
+    affine scan loses even to the literal loop. Run on `device` too where it is a GPU."""
+    rows = []
+    for p in (2, 5, 10, 20, 50, 100, 200):
+        generator = np.random.default_rng(p)
+        x = generator.standard_normal((1000, p), dtype=np.float32)
+        y = x @ generator.standard_normal(p, dtype=np.float32)
+        plan = Plan(n_examples=1000, batch_size=1, epochs=1, lr=0.01 / p)
+        made = schedule(plan)
+        row = {"features": p}
+        runs = [("loop", "cpu"), ("affine", "cpu"), ("compiled", "cpu")]
+        if device != "cpu":
+            runs += [("loop", device), ("affine", device)]
+        for engine, on in runs:
+            descend(engine, x, y, plan, device=on, made=made)  # warm (compile, allocate)
+            key = f"{engine}_us_per_update" + ("" if on == "cpu" else f"_{on.split(':')[0]}")
+            row[key] = best_of(lambda: descend(engine, x, y, plan, device=on, made=made)) \
+                / 1000 * 1e6
+        rows.append(row)
+    return rows
+
+
 LARGE = """
 import resource, sys, time
 import numpy as np
@@ -182,7 +206,7 @@ def draw(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, right, sweep) = plt.subplots(1, 3, figsize=(16, 4))
     batches = [row["batch_size"] for row in results["airfoil"]]
     for key in [k for k in results["airfoil"][0] if k.endswith("_s_per_epoch")]:
         points = [(row["batch_size"], row[key]) for row in results["airfoil"] if key in row]
@@ -197,6 +221,13 @@ def draw(results: dict) -> None:
     right.set(xscale="log", yscale="log", xlabel="rows (one epoch, batch 1)",
               ylabel="seconds", title="synthetic sets, loss every 100 examples")
     right.legend()
+    for key in [k for k in results["features"][0] if k != "features"]:
+        sweep.plot([row["features"] for row in results["features"]],
+                   [row[key] for row in results["features"]], marker="o",
+                   label=key.replace("_us_per_update", "").replace("_", " on "))
+    sweep.set(xscale="log", yscale="log", xlabel="features (1000 rows, batch 1)",
+              ylabel="µs per update", title="cost per update as features grow")
+    sweep.legend()
     figure.tight_layout()
     figure.savefig(OUT / "results.png", dpi=90)
 
@@ -215,6 +246,7 @@ def main() -> None:
     cases = [(10**4, 5, 1), (10**5, 5, 1), (10**6, 5, 1), (10**7, 5, 1), (10**4, 100, 1),
              (10**5, 100, 1), (10**6, 100, 1), (10**6, 10, 1), (10**4, 10, 16),
              (10**4, 10, 256)]
+    results["features"] = features_sweep("cuda" if cuda else "cpu")
     results["large"] = [large(*case) for case in cases]
     if cuda:  # the engine issue's GPU targets: 256 seeds x 10^6 updates, 10^6 x 100 batch 1
         results["large"] += [large(10**6, 10, 1, "affine", "cuda"),
@@ -232,6 +264,11 @@ def main() -> None:
         print(f"{row['batch_size']:14d}" + "".join(f"{row[e + '_s_per_epoch']:20.6f}"
                                                    for e in engines)
               + (f"{row['sklearn_s_per_epoch']:18.6f}" if "sklearn_s_per_epoch" in row else ""))
+    keys = [k for k in results["features"][0] if k != "features"]
+    print(f"{'features':>9s}" + "".join(f"{k.replace('_us_per_update', ' µs/upd'):>22s}"
+                                        for k in keys))
+    for row in results["features"]:
+        print(f"{row['features']:9d}" + "".join(f"{row[k]:22.2f}" for k in keys))
     print(f"{'rows':>10s}{'features':>9s}{'runs':>6s}{'device':>7s}{'s/epoch':>10s}"
           f"{'ns/update':>10s}{'schedule s':>11s}{'peak/data':>10s}")
     for row in results["large"]:

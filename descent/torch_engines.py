@@ -26,6 +26,7 @@ import torch
 
 from descent.engine import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, logged_updates,
                             loss_cap, run_kernel, sufficient_statistics, unsound_start)
+from descent.io import UserError
 
 
 @dataclass
@@ -242,9 +243,11 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
 
 
 # --- the affine-map engine -------------------------------------------------------------
-def _update_maps(features1, targets, orders, schedule, plan, first, last) -> torch.Tensor:
-    """Homogeneous (q x q) maps of updates first..last-1 (0-based) of each run, shape
-    (R, K, q, q), q = p + 2; orders is (R, epochs, N).
+def _update_maps(features1, targets, orders, runs, schedule, plan, first, last
+                 ) -> torch.Tensor:
+    """Homogeneous (q x q) maps of updates first..last-1 (0-based) of the runs listed in
+    `runs`, shape (R, K, q, q), q = p + 2; orders is (all runs, epochs, N), of which only the
+    chunk's entries are read.
 
     features1 has a trailing ones column and an extra all-zero row at index N, which pads
     short batches so that every batch in the chunk has the same width.
@@ -257,12 +260,13 @@ def _update_maps(features1, targets, orders, schedule, plan, first, last) -> tor
     columns = schedule.starts[first:last, None] + offsets
     valid = offsets < sizes[:, None]
     rows = schedule.epochs_of[first:last, None].repeat(width, axis=1)
-    index = torch.full((len(orders), *columns.shape), n, dtype=torch.long)
-    index[:, torch.from_numpy(valid)] = torch.from_numpy(orders[:, rows[valid], columns[valid]])
+    index = torch.full((len(runs), *columns.shape), n, dtype=torch.long)
+    index[:, torch.from_numpy(valid)] = torch.from_numpy(
+        orders[np.asarray(runs)[:, None], rows[valid], columns[valid]])
     index = index.to(device)  # one copy per chunk, not per update
     batch_x, batch_y = features1[index], targets[index]         # (R, K, m, p), (R, K, m)
     step = torch.as_tensor(2 * plan.gradient_scale * plan.lr / sizes, device=device, dtype=dtype)
-    maps = torch.zeros(len(orders), len(sizes), p + 1, p + 1, device=device, dtype=dtype)
+    maps = torch.zeros(len(runs), len(sizes), p + 1, p + 1, device=device, dtype=dtype)
     maps[..., :p, :p] = torch.eye(p, device=device, dtype=dtype) \
         - step[:, None, None] * (batch_x.transpose(-1, -2) @ batch_x)
     maps[..., :p, p] = step[:, None] * (batch_x.transpose(-1, -2) @ batch_y[..., None])[..., 0]
@@ -306,12 +310,26 @@ def _segment_maps(maps: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
     return _compose(padded.flatten(0, 1)).unflatten(0, (runs, len(ends)))
 
 
-def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int, runs: int = 1) -> int:
-    """Updates per chunk of the affine engine, so that a chunk's maps for all runs (three
-    copies, for the scan's temporaries) and its gathered rows stay within CHUNK_BYTES."""
+def update_bytes(n_features: int, itemsize: int, width: int, runs: int = 1) -> int:
+    """Bytes one update of the affine engine holds for all runs: its map (three copies, for
+    the scan's temporaries) and its gathered rows."""
     q = n_features + 2
-    per_update = runs * (3 * q * q * itemsize + width * ((q - 1) * itemsize + itemsize + 8))
-    return max(1, CHUNK_BYTES // per_update)
+    return runs * (3 * q * q * itemsize + width * ((q - 1) * itemsize + itemsize + 8))
+
+
+def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int, runs: int = 1) -> int:
+    """Updates per chunk of the affine engine, so that a chunk stays within CHUNK_BYTES.
+
+    Its maps grow as p^2 (and their products cost p^3): past the point where one update no
+    longer fits a chunk, the engine says so instead of breaking its memory bound."""
+    one = update_bytes(n_features, itemsize, width, runs)
+    if one > CHUNK_BYTES:
+        raise UserError(
+            f"train.engine affine: one update's {n_features + 1}x{n_features + 1} maps for "
+            f"{runs} run(s) need {one / 2**20:.0f} MiB, more than its {CHUNK_BYTES >> 20} MiB "
+            f"chunk; with {n_features} features use train.engine loop (or compiled on the "
+            "CPU), or fewer seeds")
+    return CHUNK_BYTES // one
 
 
 def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool = False):
@@ -356,8 +374,8 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
         last = min(total, done + size)
         synchronize(device)
         started = time.perf_counter()
-        maps = _update_maps(features1, targets0, schedule.order[active], schedule, plan, done,
-                            last)
+        maps = _update_maps(features1, targets0, schedule.order, active, schedule, plan,
+                            done, last)
         inside = schedule.log_after[(schedule.log_after > done)
                                     & (schedule.log_after <= last)] - done
         cut = not len(inside) or inside[-1] < last - done  # the chunk ends mid-segment

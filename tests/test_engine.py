@@ -192,8 +192,8 @@ def test_auto_device_is_available_and_a_missing_cuda_is_a_clear_error():
         resolve_device("gpu0")
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 500, 5000])
-def test_affine_chunks_bounded_in_bytes_give_the_same_iterates(monkeypatch, chunk_bytes):
+@pytest.mark.parametrize("chunk", [1, 2, 7])
+def test_affine_chunks_bounded_in_bytes_give_the_same_iterates(monkeypatch, chunk):
     """Chunks far shorter than a logging interval: segments span chunks (their partial
     product is carried), and the iterates, losses and divergence point do not change."""
     import descent.torch_engines as engines
@@ -205,8 +205,8 @@ def test_affine_chunks_bounded_in_bytes_give_the_same_iterates(monkeypatch, chun
     schedule = make_schedule(plan, np.random.default_rng(1))
     weights, bias = torch.zeros(3, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
     expected = train(features, targets, weights, bias, plan, schedule, engine="loop")
-    monkeypatch.setattr(engines, "CHUNK_BYTES", chunk_bytes)
-    assert engines.chunk_updates(plan, 3, 8, 3) < 14  # fewer updates than between two logs
+    monkeypatch.setattr(engines, "CHUNK_BYTES", chunk * engines.update_bytes(3, 8, 3))
+    assert engines.chunk_updates(plan, 3, 8, 3) == chunk  # fewer than between two logs (12)
     got = train(features, targets, weights, bias, plan, schedule, engine="affine")
     assert list(got.log_updates) == list(expected.log_updates)
     np.testing.assert_allclose(got.weights.numpy(), expected.weights.numpy(), rtol=0,
@@ -218,3 +218,22 @@ def test_affine_chunks_bounded_in_bytes_give_the_same_iterates(monkeypatch, chun
     got = train(features * 3, targets, weights, bias, diverging, schedule, engine="affine")
     assert expected.diverged_at_update is not None
     assert got.diverged_at_update == expected.diverged_at_update
+
+
+def test_affine_says_so_when_one_update_no_longer_fits_its_chunk():
+    """16 runs of 1200 features: one update's maps (3 x 1202^2 float32 per run) are 277 MB,
+    more than the 256 MiB chunk; the engine refuses in one line instead of breaking its
+    memory bound (the compiled kernel and the loop have no such maps)."""
+    from descent.engine import train_runs
+
+    runs, p = 16, 1200
+    features = np.random.default_rng(0).standard_normal((3, p)).astype(np.float32)
+    plan = Plan(n_examples=3, batch_size=1, epochs=1, lr=0.01)
+    schedule = make_schedule(plan, [np.random.default_rng(r) for r in range(runs)])
+    with pytest.raises(UserError, match=r"one update's 1201x1201 maps for 16 run\(s\) need "
+                                        r"\d+ MiB, more than its 256 MiB chunk"):
+        train_runs(features, features[:, 0].copy(), np.zeros((runs, p + 1)), plan, schedule,
+                   engine="affine", device="cpu")
+    fits = train_runs(features, features[:, 0].copy(), np.zeros((1, p + 1)), plan,
+                      make_schedule(plan, [np.random.default_rng(0)]), engine="compiled")
+    assert np.isfinite(fits.final).all()

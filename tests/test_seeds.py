@@ -74,9 +74,9 @@ def test_seeds_is_validated():
     assert config(seed=5, seeds=3).seed_list == [5, 6, 7]
 
 
-@pytest.mark.parametrize("chunk_bytes", [2000, 1 << 28])
+@pytest.mark.parametrize("chunk", [1, 5, None])  # updates per chunk (None: the default)
 def test_the_batched_affine_scan_tracks_each_run_and_lets_diverged_runs_drop_out(
-        monkeypatch, chunk_bytes):
+        monkeypatch, chunk):
     """All runs in one scan (the GPU path), chunks short or long: each run equals the
     compiled kernel's, and runs that diverge stop at their own update while others go on."""
     import descent.torch_engines as engines
@@ -89,7 +89,8 @@ def test_the_batched_affine_scan_tracks_each_run_and_lets_diverged_runs_drop_out
     schedules = [make_schedule(plan, np.random.default_rng(seed)) for seed in range(8)]
     schedule = dataclasses.replace(schedules[0], order=np.stack([s.order for s in schedules]))
     starts = generator.normal(size=(8, 3))
-    monkeypatch.setattr(engines, "CHUNK_BYTES", chunk_bytes)
+    if chunk:
+        monkeypatch.setattr(engines, "CHUNK_BYTES", chunk * engines.update_bytes(2, 8, 1, 8))
     compiled = train_runs(features, targets, starts, plan, schedule, engine="compiled")
     affine = train_runs(features, targets, starts, plan, schedule, engine="affine")
     diverged = compiled.diverged_at >= 0
