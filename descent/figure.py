@@ -1,4 +1,4 @@
-"""One matplotlib figure comparing the three variants on every recipe (the `plots` stage).
+"""One matplotlib figure comparing the three variants on every recipe (stage `report`).
 
 Top row: excess loss over the closed-form optimum against epochs; bottom row: against
 wall-clock time per run (the d2l chapter's point: per epoch GD looks best, per second

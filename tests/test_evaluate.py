@@ -115,7 +115,7 @@ def test_figures_are_recorded_at_the_precision_the_dtype_supports():
     assert significant(-0.0, 7) == 0.0 and significant(123456789.0, 7) == 123456800.0
 
 
-def test_the_readme_table_is_the_one_the_compare_stage_wrote():
+def test_the_readme_table_is_the_one_the_report_stage_wrote():
     from descent.io import ROOT
     from descent.reference import TABLE_END, TABLE_START
 

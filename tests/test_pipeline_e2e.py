@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import ROOT, copy_project, dvc, ran, run, stage_env
 
 pytestmark = pytest.mark.e2e
-STAGES_AFTER_DATA = {"train@gd", "train@sgd", "train@minibatch", "evaluate", "plots", "compare"}
+STAGES_AFTER_DATA = {"train@gd", "train@sgd", "train@minibatch", "evaluate", "report"}
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_changing_one_synthetic_param_reruns_only_what_depends_on_it(project, en
 
 def test_changing_the_airfoil_sgd_lr_reruns_only_train_sgd_and_its_dependents(project, env):
     set_param(project, "variants.sgd.airfoil.lr", 0.01)
-    assert ran(dvc(project, env, "repro").stdout) == {"train@sgd", "evaluate", "plots", "compare"}
+    assert ran(dvc(project, env, "repro").stdout) == {"train@sgd", "evaluate", "report"}
 
 
 def test_same_params_give_byte_identical_deterministic_outputs(project, env):

@@ -1,0 +1,39 @@
+"""Stage `report`: what evaluate judged, shown two ways.
+
+- plots/comparison.png: the three variants on every recipe, against epochs and against time
+  (mean excess loss over the closed form, with its band over the seeds; descent.figure).
+- metrics/reference.md and metrics/reference.json: this run's figures beside the published
+  ones in data/published.yaml (descent.reference).
+
+    python -m stages.report --readme   also copies the table into README.md
+"""
+from __future__ import annotations
+
+from descent import config as configuration
+from descent.io import ROOT, UserError, cli, read_json, write_json, write_text
+
+
+def main(*flags: str) -> None:
+    config = configuration.load()
+    from descent.figure import draw
+    from descent.reference import build, update_readme
+
+    try:
+        judged = read_json(ROOT / "metrics/evaluate.json")
+    except FileNotFoundError:
+        raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
+    rows, table = build(config)  # every input checked before anything is written
+    draw(list(config.recipes), judged, config.seeds, ROOT / "plots/comparison.png")
+    write_json(ROOT / "metrics/reference.json", rows)
+    write_text(ROOT / "metrics/reference.md", table)
+    zs = [abs(row["ours"]["z"]) for row in rows
+          if isinstance(row["ours"], dict) and "z" in row["ours"]]
+    print(f"wrote plots/comparison.png and metrics/reference.md: {len(rows)} published "
+          f"figures, {sum(isinstance(row['ours'], (dict, float)) for row in rows)} compared "
+          f"with this run" + (f", largest |z| {max(zs):.1f}" if zs else ""))
+    if "--readme" in flags:
+        update_readme(table)
+
+
+if __name__ == "__main__":
+    cli(main)()
