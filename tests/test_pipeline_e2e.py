@@ -34,6 +34,15 @@ def set_param(project: Path, dotted: str, value) -> None:
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def test_the_committed_lock_file_names_exactly_the_stages_of_dvc_yaml():
+    """DVC keeps a removed stage's entry in dvc.lock; a stale entry is parsed by every DVC
+    command (slower) and says the pipeline has a stage it has not."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    names = {f"{name}@{key}" if "foreach" in body else name
+             for name, body in stages.items() for key in body.get("foreach", [None])}
+    assert set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]) == names
+
+
 def test_repro_builds_every_output_and_a_second_repro_reruns_nothing(built, env):
     assert (built / "data/raw/airfoil_self_noise.dat").stat().st_size == 59_984
     for output in ["data/prepared/airfoil.csv", "metrics/evaluate.json", "metrics/speed.json",
