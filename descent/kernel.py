@@ -6,6 +6,7 @@ plainly as possible (python loops, numpy), for the tests.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -242,10 +243,10 @@ def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
             work[run, :q], work[run, stride:stride + q], cap)
 
 
-def _workers(runs: int) -> int:
-    """Threads for R runs: one per usable core, at most one per run."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(runs, cores or 1))
+@functools.cache
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
 
 
 def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, steps,
@@ -262,7 +263,7 @@ def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, 
                       steps[part], log_after, blowup, report_scale, gram, cross, yy,
                       logged[part], losses[part], diverged_at[part], work[part], stride, cap)
 
-    workers = _workers(runs)
+    workers = min(runs, _cores())  # one thread per usable core, at most one per run
     if workers == 1:
         return block(0, runs)
     bounds = np.linspace(0, runs, workers + 1).astype(int)
