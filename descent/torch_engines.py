@@ -397,21 +397,23 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
             thetas_at = states[..., :-1]                                   # (S, R, p+1)
             at_losses = statistics.loss(thetas_at)                         # (S, R)
             sound = statistics.sound(thetas_at, at_losses, limits[active][None])
-            going = np.ones(len(active), dtype=bool)
-            for j, run in enumerate(active):
-                n_sound = int(np.argmin(sound[:, j])) if not sound[:, j].all() else len(inside)
-                losses[run, points[:n_sound]] = at_losses[:n_sound, j]
-                if keep:
-                    logged[run, points[:n_sound]] = thetas_at[:n_sound, j]
-                if n_sound == len(inside):
-                    final[run] = thetas_at[-1, j].detach().cpu().double().numpy()
-                    continue
-                going[j] = False
-                before = thetas_at[n_sound - 1, j] if n_sound else state[j, :-1]
-                first = done + int(inside[n_sound - 1]) if n_sound else last_logged
+            # Every run at once (one host copy per chunk, not one per run): a run's points
+            # are kept up to its first unsound one.
+            n_sound = np.where(sound.all(axis=0), len(inside), sound.argmin(axis=0))
+            kept = np.arange(len(inside))[:, None] < n_sound                  # (S, R)
+            losses[np.ix_(active, points)] = np.where(kept, at_losses, np.nan).T
+            final[active] = thetas_at[-1].detach().cpu().double().numpy()
+            going = n_sound == len(inside)
+            if keep:  # one run (train): its parameters at every sound point
+                for j, run in enumerate(active):
+                    logged[run, points[:n_sound[j]]] = thetas_at[:n_sound[j], j]
+            for j in np.flatnonzero(~going):  # a diverged run: find its update, then stop
+                run, n = active[j], int(n_sound[j])
+                before = thetas_at[n - 1, j] if n else state[j, :-1]
+                first = done + int(inside[n - 1]) if n else last_logged
                 diverged_at[run] = _first_unsound(
                     features, targets, schedule.order[run], schedule, plan, statistics,
-                    limits[run], before, first, done + int(inside[n_sound]))
+                    limits[run], before, first, done + int(inside[n]))
                 final[run] = before.detach().cpu().double().numpy()
             keep_going = torch.from_numpy(going).to(device)
             state, active = states[-1][keep_going], active[going]
