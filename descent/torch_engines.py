@@ -317,19 +317,36 @@ def update_bytes(n_features: int, itemsize: int, width: int, runs: int = 1) -> i
     return runs * (3 * q * q * itemsize + width * ((q - 1) * itemsize + itemsize + 8))
 
 
-def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int, runs: int = 1) -> int:
-    """Updates per chunk of the affine engine, so that a chunk stays within CHUNK_BYTES.
+# On a CUDA device the maps live in its memory, and fewer, larger chunks mean fewer host
+# round trips per run: chunks of up to this many bytes, or an eighth of the device's memory
+# if that is less. (Not yet measured on a GPU: the knob for the GPU rows of `make bench`.)
+CUDA_CHUNK_BYTES = 1 << 31
+
+
+def chunk_budget(device: torch.device) -> int:
+    """Bytes of one affine chunk on `device`."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return min(CUDA_CHUNK_BYTES, total // 8)
+    return CHUNK_BYTES
+
+
+def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int, runs: int = 1,
+                  budget: int | None = None) -> int:
+    """Updates per chunk of the affine engine, so that a chunk stays within `budget` bytes
+    (CHUNK_BYTES unless given).
 
     Its maps grow as p^2 (and their products cost p^3): past the point where one update no
     longer fits a chunk, the engine says so instead of breaking its memory bound."""
+    budget = CHUNK_BYTES if budget is None else budget
     one = update_bytes(n_features, itemsize, width, runs)
-    if one > CHUNK_BYTES:
+    if one > budget:
         raise UserError(
             f"train.engine affine: one update's {n_features + 1}x{n_features + 1} maps for "
-            f"{runs} run(s) need {one / 2**20:.0f} MiB, more than its {CHUNK_BYTES >> 20} MiB "
+            f"{runs} run(s) need {one / 2**20:.0f} MiB, more than its {budget >> 20} MiB "
             f"chunk; with {n_features} features use train.engine loop (or compiled on the "
             "CPU), or fewer seeds")
-    return CHUNK_BYTES // one
+    return budget // one
 
 
 def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool = False):
@@ -365,7 +382,7 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
     state = torch.cat([thetas, torch.ones(runs, 1, device=device, dtype=dtype)], dim=1)
     total, done, elapsed, point = len(schedule.batch_sizes), 0, 0.0, 1
     size = chunk_updates(plan, p, features.element_size(), int(schedule.batch_sizes.max()),
-                         runs)
+                         runs, chunk_budget(device))
     # A chunk is a fixed number of updates, whatever the logging interval: a segment (the
     # updates between two logging points) cut by a chunk's end is carried, as its partial
     # product, into the next chunk.
