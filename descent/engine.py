@@ -140,8 +140,10 @@ def _gpu_possible() -> bool:
 
     if platform.system() == "Darwin":
         return platform.machine() == "arm64"
-    return any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidia0",
-                                          "/dev/kfd")) or platform.system() == "Windows"
+    # A container may see only its own GPU's node (/dev/nvidia3); a sandbox, no /proc entry.
+    return any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                          "/dev/kfd")) \
+        or any(Path("/dev").glob("nvidia[0-9]*")) or platform.system() == "Windows"
 
 
 # Rows per float64 chunk when accumulating the sufficient statistics.
