@@ -47,6 +47,15 @@ def descend(engine: str, x, y, plan: Plan, runs: int = 1, device: str = "cpu", m
                       device=device)
 
 
+def seconds_per_call(engine: str, x, y, plan: Plan, device: str = "cpu",
+                     repeats: int = 21) -> float:
+    """Best time of one call on a schedule built beforehand; the literal loop, far slower,
+    gets fewer repeats."""
+    made = schedule(plan)
+    return best_of(lambda: descend(engine, x, y, plan, device=device, made=made),
+                   REPEATS if engine == "loop" else repeats)
+
+
 def sklearn_epoch(x, y, lr: float) -> float:
     """scikit-learn's SGDRegressor: batch 1, constant lr, no penalty, one epoch."""
     import warnings
@@ -76,17 +85,13 @@ def airfoil(engines: list[str], device: str) -> list[dict]:
             got = descend(engine, x, y, plan, device=on).final[0]
             # float32, a few thousand contracting updates in another rounding order
             assert np.allclose(got, reference, rtol=0, atol=1e-4), (engine, got, reference)
-            made = schedule(plan)
-            row[f"{engine}_s_per_epoch"] = best_of(  # more repeats where a call is short
-                lambda: descend(engine, x, y, plan, device=on, made=made),
-                REPEATS if engine == "loop" else 21) / epochs
+            row[f"{engine}_s_per_epoch"] = seconds_per_call(engine, x, y, plan, on) / epochs
         if batch == 1:
             row["sklearn_s_per_epoch"] = sklearn_epoch(table[:, :-1], table[:, -1], lr)
             # What one more epoch costs (the slope from 1 to 11 epochs), and so what is
             # fixed per call: argument checks, the sufficient statistics, result arrays.
             longer = Plan(n_examples=len(y), batch_size=1, epochs=11, lr=lr)
-            made = schedule(longer)
-            slope = (best_of(lambda: descend("compiled", x, y, longer, made=made), 21)
+            slope = (seconds_per_call("compiled", x, y, longer)
                      - row["compiled_s_per_epoch"]) / 10
             row["compiled_ns_per_update"] = slope / len(y) * 1e9
             row["compiled_fixed_s_per_call"] = row["compiled_s_per_epoch"] - slope
@@ -104,16 +109,14 @@ def features_sweep(device: str) -> list[dict]:
         x = generator.standard_normal((1000, p), dtype=np.float32)
         y = x @ generator.standard_normal(p, dtype=np.float32)
         plan = Plan(n_examples=1000, batch_size=1, epochs=1, lr=0.01 / p)
-        made = schedule(plan)
         row = {"features": p}
         runs = [("loop", "cpu"), ("affine", "cpu"), ("compiled", "cpu")]
         if device != "cpu":
             runs += [("loop", device), ("affine", device)]
         for engine, on in runs:
-            descend(engine, x, y, plan, device=on, made=made)  # warm (compile, allocate)
+            descend(engine, x, y, plan, device=on)  # warm (compile, allocate)
             key = f"{engine}_us_per_update" + ("" if on == "cpu" else f"_{on.split(':')[0]}")
-            row[key] = best_of(lambda: descend(engine, x, y, plan, device=on, made=made),
-                               REPEATS if engine == "loop" else 11) / 1000 * 1e6
+            row[key] = seconds_per_call(engine, x, y, plan, on, repeats=11) / 1000 * 1e6
         rows.append(row)
     return rows
 

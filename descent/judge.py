@@ -159,25 +159,25 @@ def per_seed_table(seeds: list[dict], digits: int) -> dict[str, list]:
             for key in ("final_loss", "excess_loss", "examples_to_target")}
 
 
-def load_runs(variant: str) -> tuple[dict, Any]:
-    """What train@<variant> wrote: its results and each seed's loss curves."""
+def _written_by_train(variant: str, read, path: str):
     try:
-        return (read_json(ROOT / f"metrics/train/{variant}.json"),
-                np.load(ROOT / f"data/runs/{variant}.npz"))
+        return read(ROOT / path)
     except FileNotFoundError as missing:
         raise UserError(f"{missing.filename} not found; run `dvc repro train@{variant}` "
                         "first") from None
+
+
+def load_runs(variant: str) -> tuple[dict, Any]:
+    """What train@<variant> wrote: its results and each seed's loss curves."""
+    return (_written_by_train(variant, read_json, f"metrics/train/{variant}.json"),
+            _written_by_train(variant, np.load, f"data/runs/{variant}.npz"))
 
 
 def load_trained(variant: str) -> tuple[dict, Any, dict]:
     """load_runs, and the timings of train@<variant>."""
     results, curves = load_runs(variant)
-    try:
-        timings = read_json(ROOT / f"metrics/timing/{variant}.json")["recipes"]
-    except FileNotFoundError as missing:
-        raise UserError(f"{missing.filename} not found; run `dvc repro train@{variant}` "
-                        "first") from None
-    return results, curves, timings
+    timings = _written_by_train(variant, read_json, f"metrics/timing/{variant}.json")
+    return results, curves, timings["recipes"]
 
 
 def recipe_curves(curves, recipe: str) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """A compiled CPU descent kernel: R independent runs of mini-batch gradient descent on a
-linear model, each an exact sequential chain of updates, run in parallel over runs (numba).
+linear model, each an exact sequential chain of updates (numba), the runs in parallel threads.
 
 One public function, `descend`; `_reference_descend` is the same computation written as
 plainly as possible (python loops, numpy), for the tests.

@@ -118,16 +118,12 @@ def shown(ours: Any) -> tuple[str, str]:
     return text, f"{ours['z']:+.1f}" if "z" in ours else ""
 
 
-def build(config: Config) -> tuple[list[dict], str]:
+def build(config: Config, evaluation: dict) -> tuple[list[dict], str]:
+    """The published figures beside this run's (evaluation: metrics/evaluate.json)."""
     published = read_yaml(PUBLISHED)
     runs, curves = {}, {}
     for variant in VARIANTS:
         runs[variant], curves[variant] = load_runs(variant)
-    try:
-        evaluation = read_json(ROOT / "metrics/evaluate.json")
-    except FileNotFoundError:
-        raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate` first") \
-            from None
     rows, lines = [], ["| experiment | recipe · variant | quantity | published | this pipeline: "
                        "mean ± sd over seeds | z of published |", "|---|---|---|---|---|---|"]
     for experiment in published:

@@ -331,14 +331,14 @@ def chunk_budget(device: torch.device) -> int:
     return CHUNK_BYTES
 
 
-def chunk_updates(plan: Plan, n_features: int, itemsize: int, width: int, runs: int = 1,
-                  budget: int | None = None) -> int:
-    """Updates per chunk of the affine engine, so that a chunk stays within `budget` bytes
-    (CHUNK_BYTES unless given).
+def chunk_updates(n_features: int, itemsize: int, width: int, runs: int,
+                  device: torch.device) -> int:
+    """Updates per chunk of the affine engine, so that a chunk stays within its budget on
+    `device` (chunk_budget).
 
     Its maps grow as p^2 (and their products cost p^3): past the point where one update no
     longer fits a chunk, the engine says so instead of breaking its memory bound."""
-    budget = CHUNK_BYTES if budget is None else budget
+    budget = chunk_budget(device)
     one = update_bytes(n_features, itemsize, width, runs)
     if one > budget:
         raise UserError(
@@ -381,8 +381,8 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
     active = np.arange(runs)                       # the runs still going
     state = torch.cat([thetas, torch.ones(runs, 1, device=device, dtype=dtype)], dim=1)
     total, done, elapsed, point = len(schedule.batch_sizes), 0, 0.0, 1
-    size = chunk_updates(plan, p, features.element_size(), int(schedule.batch_sizes.max()),
-                         runs, chunk_budget(device))
+    size = chunk_updates(p, features.element_size(), int(schedule.batch_sizes.max()), runs,
+                         device)
     # A chunk is a fixed number of updates, whatever the logging interval: a segment (the
     # updates between two logging points) cut by a chunk's end is carried, as its partial
     # product, into the next chunk.

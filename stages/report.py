@@ -22,7 +22,7 @@ def main(*flags: str) -> None:
         judged = read_json(ROOT / "metrics/evaluate.json")
     except FileNotFoundError:
         raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
-    rows, table = build(config)  # every input checked before anything is written
+    rows, table = build(config, judged)  # every input checked before anything is written
     draw(list(config.recipes), judged, config.seeds, ROOT / "plots/comparison.png")
     write_json(ROOT / "metrics/reference.json", rows)
     write_text(ROOT / "metrics/reference.md", table)

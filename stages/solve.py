@@ -8,16 +8,16 @@ scikit-learn's import). Writes data/closed_form.json (full precision; `evaluate`
 from __future__ import annotations
 
 from descent import config as configuration
-from descent.io import ROOT, cli, write_json
+from descent.io import cli, write_json
 
 
 def main() -> None:
     config = configuration.load()
     from descent.data import check_datasets
-    from descent.judge import closed_form
+    from descent.judge import CLOSED_FORM, closed_form
 
     datasets = check_datasets(config)
-    write_json(ROOT / "data/closed_form.json",
+    write_json(CLOSED_FORM,
                {name: closed_form(*datasets[name], recipe.loss.scale)
                 for name, recipe in config.recipes.items()})
     print(f"solved {len(config.recipes)} recipes in closed form: data/closed_form.json")
