@@ -28,11 +28,18 @@ REPEATS = 3
 
 
 def best_of(function, repeats: int = REPEATS) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - started)
+    return interleaved({"one": function}, repeats)["one"]
+
+
+def interleaved(functions: dict, rounds: int) -> dict:
+    """Best time of each function over `rounds` rounds that call each of them in turn, so
+    that a noisy moment on a shared machine slows them all alike (for ratios)."""
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(rounds):
+        for name, function in functions.items():
+            started = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 
@@ -56,17 +63,22 @@ def seconds_per_call(engine: str, x, y, plan: Plan, device: str = "cpu",
                    REPEATS if engine == "loop" else repeats)
 
 
-def sklearn_epoch(x, y, lr: float) -> float:
-    """scikit-learn's SGDRegressor: batch 1, constant lr, no penalty, one epoch."""
+def against_sklearn(x, y, plan: Plan, rounds: int = 101) -> tuple[float, float]:
+    """Seconds per call of the compiled kernel and of scikit-learn's SGDRegressor (batch 1,
+    constant lr, no penalty, one epoch, on the same data in float64), interleaved."""
     import warnings
 
     from sklearn.linear_model import SGDRegressor
 
-    model = SGDRegressor(penalty=None, learning_rate="constant", eta0=lr, max_iter=1,
+    made = schedule(plan)
+    model = SGDRegressor(penalty=None, learning_rate="constant", eta0=plan.lr, max_iter=1,
                          tol=None, shuffle=True, random_state=0)
+    wide_x, wide_y = x.astype(np.float64), y.astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "max_iter reached": one epoch is the point
-        return best_of(lambda: model.fit(x, y), 7)
+        best = interleaved({"compiled": lambda: descend("compiled", x, y, plan, made=made),
+                            "sklearn": lambda: model.fit(wide_x, wide_y)}, rounds)
+    return best["compiled"], best["sklearn"]
 
 
 def airfoil(engines: list[str], device: str) -> list[dict]:
@@ -86,8 +98,8 @@ def airfoil(engines: list[str], device: str) -> list[dict]:
             # float32, a few thousand contracting updates in another rounding order
             assert np.allclose(got, reference, rtol=0, atol=1e-4), (engine, got, reference)
             row[f"{engine}_s_per_epoch"] = seconds_per_call(engine, x, y, plan, on) / epochs
-        if batch == 1:
-            row["sklearn_s_per_epoch"] = sklearn_epoch(table[:, :-1], table[:, -1], lr)
+        if batch == 1:  # the ratio to scikit-learn: both timed in the same rounds
+            row["compiled_s_per_epoch"], row["sklearn_s_per_epoch"] = against_sklearn(x, y, plan)
             # What one more epoch costs (the slope from 1 to 11 epochs), and so what is
             # fixed per call: argument checks, the sufficient statistics, result arrays.
             longer = Plan(n_examples=len(y), batch_size=1, epochs=11, lr=lr)
