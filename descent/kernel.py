@@ -206,7 +206,7 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
     if not _sound(theta, loss, np.inf):
         return 0
     limit = min(blowup * max(loss, 2.2250738585072014e-308), cap)
-    done = 0  # updates behind the last sound logged state
+    done = np.int64(0)  # updates behind the last sound state (int64: one build of _advance)
     for point in range(log_after.shape[0]):
         target = log_after[point]
         _advance(features, targets, order, theta, grad, done, target, m, full, per_epoch,
