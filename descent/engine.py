@@ -11,7 +11,9 @@ It imports neither torch nor numba itself, so a CPU stage never pays for torch.
 from __future__ import annotations
 
 import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +79,41 @@ def make_schedule(plan: Plan, generators) -> Schedule:
     Generators: order (R, epochs, N)); only the example orders differ between runs."""
     if isinstance(generators, np.random.Generator):
         return _layout(plan, shuffled_order(plan, generators))
-    return _layout(plan, np.stack([shuffled_order(plan, g) for g in generators]))
+    orders = np.empty((len(generators), plan.epochs, plan.n_examples), np.int64)
+
+    def fill(run: int) -> None:
+        shuffled_order(plan, generators[run], out=orders[run])
+
+    # numpy's shuffles release the GIL: the runs' orders are drawn in parallel, in place
+    # (no per-run copies to stack), each from its own generator, so with the same bits.
+    in_parallel(fill, len(generators))
+    return _layout(plan, orders)
 
 
-def shuffled_order(plan: Plan, generator: np.random.Generator) -> np.ndarray:
+def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.ndarray:
     """(epochs, N) example indices: a fresh permutation per epoch, drawn in epoch order."""
-    order = np.tile(np.arange(plan.n_examples, dtype=np.int64), (plan.epochs, 1))
-    return generator.permuted(order, axis=1) if plan.shuffle else order
+    order = np.empty((plan.epochs, plan.n_examples), np.int64) if out is None else out
+    order[...] = np.arange(plan.n_examples)
+    return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
+
+
+@functools.cache
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+
+
+def in_parallel(task, count: int) -> None:
+    """task(0) ... task(count - 1) in one thread per usable core (at most one per task);
+    worth it for tasks that release the GIL."""
+    workers = min(count, cores())
+    if workers <= 1:
+        for index in range(count):
+            task(index)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(task, range(count)))  # list(): re-raises a task's exception
 
 
 def _layout(plan: Plan, order: np.ndarray) -> Schedule:

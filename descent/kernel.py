@@ -6,15 +6,12 @@ plainly as possible (python loops, numpy), for the tests.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from descent.engine import loss_cap, sufficient_statistics
+from descent.engine import cores, in_parallel, loss_cap, sufficient_statistics
 
 __all__ = ["descend"]
 
@@ -243,33 +240,23 @@ def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
             work[run, :q], work[run, stride:stride + q], cap)
 
 
-@functools.cache
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
-
-
 def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, steps,
                         log_after, blowup, report_scale, gram, cross, yy, logged, losses,
                         diverged_at, work, stride, cap):
-    """The runs in contiguous blocks, one block per thread. The kernel releases the GIL
+    """The runs in contiguous blocks, one block per usable core. The kernel releases the GIL
     (nogil), so the blocks run in parallel; one build serves one run and many (numba's
     `parallel=True` would be a second, slower compilation: ~2.7 s against ~1.9 s cold)."""
     runs = thetas0.shape[0]
+    workers = min(runs, cores())
+    bounds = [runs * k // workers for k in range(workers + 1)]
 
-    def block(first, last):
-        part = slice(first, last)
+    def block(index):
+        part = slice(bounds[index], bounds[index + 1])
         _descend_runs(features, targets, thetas0[part], orders[part], m, full, per_epoch,
                       steps[part], log_after, blowup, report_scale, gram, cross, yy,
                       logged[part], losses[part], diverged_at[part], work[part], stride, cap)
 
-    workers = min(runs, _cores())  # one thread per usable core, at most one per run
-    if workers == 1:
-        return block(0, runs)
-    bounds = np.linspace(0, runs, workers + 1).astype(int)
-    with ThreadPoolExecutor(workers) as pool:
-        for done in [pool.submit(block, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
-            done.result()
+    in_parallel(block, workers)
 
 
 # --- the plain reference ----------------------------------------------------------------
