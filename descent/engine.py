@@ -27,11 +27,18 @@ from descent.io import UserError
 CHUNK_BYTES = 1 << 28
 
 
+def epoch_batches(n_examples: int, batch_size: int, drop_last: bool) -> tuple[int, int]:
+    """(full batches, size of the short last batch) of one epoch: the short batch holds the
+    N mod m examples left over, and is 0 (no batch) when there are none or drop_last."""
+    full, rest = divmod(n_examples, batch_size)
+    return full, (0 if drop_last else rest)
+
+
 def total_updates(plan: "Plan") -> int:
     """Updates of a run: full batches each epoch, plus a short one unless drop_last."""
-    size = min(plan.batch_size, plan.n_examples)
-    full, rest = divmod(plan.n_examples, size)
-    return plan.epochs * (full + (1 if rest and not plan.drop_last else 0))
+    full, short = epoch_batches(plan.n_examples, min(plan.batch_size, plan.n_examples),
+                                plan.drop_last)
+    return plan.epochs * (full + (short > 0))
 
 
 def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
@@ -118,8 +125,8 @@ def in_parallel(task, count: int) -> None:
 
 def _layout(plan: Plan, order: np.ndarray) -> Schedule:
     n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
-    full, rest = divmod(n, size)
-    per_epoch = [size] * full + ([rest] if rest and not plan.drop_last else [])
+    full, short = epoch_batches(n, size, plan.drop_last)
+    per_epoch = [size] * full + ([short] if short else [])
     batch_sizes = np.tile(per_epoch, plan.epochs)
     starts = np.tile(np.concatenate([[0], np.cumsum(per_epoch)[:-1]]), plan.epochs)
     epochs_of = np.repeat(np.arange(plan.epochs), len(per_epoch))

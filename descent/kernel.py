@@ -11,7 +11,8 @@ import math
 import numba
 import numpy as np
 
-from descent.engine import cores, in_parallel, loss_cap, sufficient_statistics
+from descent.engine import (cores, epoch_batches, in_parallel, loss_cap,
+                            sufficient_statistics)
 
 __all__ = ["descend"]
 
@@ -81,9 +82,8 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     m = int(batch_size)
     if not 1 <= m <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
-    full, tail = divmod(n, m)
-    short = tail if (tail and not drop_last) else 0
-    per_epoch = full + (1 if short else 0)
+    full, short = epoch_batches(n, m, drop_last)
+    per_epoch = full + (short > 0)
     total = epochs * per_epoch
     log_after = np.asarray(log_after)
     if log_after.ndim != 1 or (log_after.size and not np.issubdtype(log_after.dtype,
