@@ -5,8 +5,9 @@
 Writes bench/results.json and bench/results.png and prints a table. Not a test: timings on
 shared machines are noisy, so nothing here asserts a speed. Every figure is the minimum of
 repeats (noise only adds time); the compiled kernel and SGDRegressor, whose ratio is a
-target, are also timed in interleaved rounds. On airfoil every backend's result is checked against the
-literal loop before it is timed; the large sets, too slow for the loop, are checked finite.
+target, are also timed in interleaved rounds. On airfoil every backend's result is checked
+against the literal loop before it is timed; the large sets, too slow for the loop, are
+checked finite.
 Schedules (the shuffled orders) are built before the clock starts and timed apart.
 """
 from __future__ import annotations

@@ -245,7 +245,7 @@ def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, 
                         diverged_at, work, stride, cap):
     """The runs in contiguous blocks, one block per usable core. The kernel releases the GIL
     (nogil), so the blocks run in parallel; one build serves one run and many (numba's
-    `parallel=True` would be a second, slower compilation: ~2.7 s against ~1.9 s cold)."""
+    `parallel=True` would be a second, slower compilation)."""
     runs = thetas0.shape[0]
     workers = min(runs, cores())
     bounds = [runs * k // workers for k in range(workers + 1)]
