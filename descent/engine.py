@@ -282,6 +282,25 @@ def _load_kernel(dtype: np.dtype) -> None:
             np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
 
 
+def _check_fit(features, targets, thetas, plan, schedule) -> None:
+    """The kernel's arguments fit together: then its indices stay in bounds (make_schedule
+    draws permutations of the rows, and the logging points of the plan's updates), so the
+    kernel can skip its own checks on every element (descent.kernel.descend_valid)."""
+    n, p = features.shape
+    if not (features.dtype in (np.float32, np.float64) and targets.dtype == features.dtype
+            and targets.shape == (n,) and plan.n_examples == n
+            and schedule.order.dtype == np.int64 and schedule.log_after.dtype == np.int64
+            and schedule.order.shape == (len(thetas), plan.epochs, n)
+            and thetas.shape[1:] == (p + 1,)
+            and len(schedule.batch_sizes) == total_updates(plan)):
+        raise ValueError(
+            f"the compiled kernel needs float32/float64 ({n}, {p}) features and ({n},) "
+            f"targets of one dtype, (R, {p + 1}) starts and the int64 schedule of this plan "
+            f"for R runs; got {features.dtype} {features.shape}, {targets.dtype} "
+            f"{targets.shape}, starts {thetas.shape}, orders {schedule.order.shape} "
+            f"{schedule.order.dtype} for {plan.epochs} epochs")
+
+
 def run_kernel(features, targets, thetas, plan, schedule, progress):
     """The numba kernel (descent.kernel): exact sequential updates, R runs, on the CPU.
 
@@ -290,14 +309,15 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     located exactly by replaying the interval. Returns (logged, losses, last sound point,
     diverged_at, seconds); losses after a run's last sound point are NaN.
     """
-    from descent.kernel import descend
+    from descent.kernel import descend_valid
 
     x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
+    thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
+    _check_fit(x, y, thetas, plan, schedule)
     _load_kernel(x.dtype)  # compile or load from cache, untimed
     started = time.perf_counter()
-    logged, losses, diverged_at = descend(
-        x, y, np.ascontiguousarray(thetas, dtype=x.dtype), schedule.order,
-        min(plan.batch_size, plan.n_examples), plan.drop_last,
+    logged, losses, diverged_at = descend_valid(
+        x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
         2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
         plan.recorded_scale)
     seconds = time.perf_counter() - started

@@ -1,6 +1,8 @@
 """The descent engine: exact against a plain PyTorch loop, convergent, and honest on divergence."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +239,30 @@ def test_affine_says_so_when_one_update_no_longer_fits_its_chunk():
     fits = train_runs(features, features[:, 0].copy(), np.zeros((1, p + 1)), plan,
                       make_schedule(plan, [np.random.default_rng(0)]), engine="compiled")
     assert np.isfinite(fits.final).all()
+
+
+@pytest.mark.parametrize("case", ["another plan's schedule", "too few starts",
+                                  "starts too wide", "float16 data", "targets too short"])
+def test_the_compiled_engine_refuses_arguments_that_do_not_fit_together(case):
+    """The kernel skips its per-element checks on the engine's own schedules (they are valid
+    by construction); the engine instead checks that data, starts, plan and schedule fit
+    together, so a mismatch is an error, never an out-of-bounds read."""
+    from descent.engine import train_runs
+
+    features = np.random.default_rng(0).standard_normal((20, 3))
+    targets, starts = features.sum(axis=1), np.zeros((2, 4))
+    plan = Plan(n_examples=20, batch_size=5, epochs=2, lr=0.01)
+    schedule = make_schedule(plan, [np.random.default_rng(r) for r in range(2)])
+    if case == "another plan's schedule":  # batch 1: four times the updates of batch 5
+        schedule = make_schedule(dataclasses.replace(plan, batch_size=1),
+                                 [np.random.default_rng(r) for r in range(2)])
+    elif case == "too few starts":
+        starts = starts[:1]
+    elif case == "starts too wide":
+        starts = np.zeros((2, 5))
+    elif case == "float16 data":
+        features, targets = features.astype(np.float16), targets.astype(np.float16)
+    else:
+        targets = targets[:-1]
+    with pytest.raises(ValueError, match="the compiled kernel needs"):
+        train_runs(features, targets, starts, plan, schedule, engine="compiled")
