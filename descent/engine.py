@@ -80,6 +80,11 @@ class Schedule:
     epochs_of: np.ndarray        # (updates,) epoch (0-based) of each update
     log_after: np.ndarray        # (points,) update counts (1-based) after which to log
 
+    @functools.cached_property
+    def log_updates(self) -> np.ndarray:
+        """Update counts at the logging points, the start (0) first."""
+        return np.concatenate([np.zeros(1, np.int64), self.log_after])
+
 
 def make_schedule(plan: Plan, generators) -> Schedule:
     """The schedule of one run (a Generator: order (epochs, N)) or of R runs (a list of R
@@ -228,11 +233,6 @@ def choose_engine(engine: str, device: str) -> str:
     return engine
 
 
-def logged_updates(schedule: Schedule) -> np.ndarray:
-    """Update counts at the logging points, the start (0) first."""
-    return np.concatenate([np.zeros(1, np.int64), schedule.log_after])
-
-
 @dataclass
 class Runs:
     """R runs of one plan from R starts, logged at the same points.
@@ -266,10 +266,9 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
 
 
 def _compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
-    logged, losses, last, diverged_at, seconds = run_kernel(features, targets, thetas, plan,
+    _, losses, _, final, diverged_at, seconds = run_kernel(features, targets, thetas, plan,
                                                            schedule, progress)
-    final = logged[np.arange(len(thetas)), last].astype(np.float64)
-    return Runs(logged_updates(schedule), losses, final, diverged_at, seconds)
+    return Runs(schedule.log_updates, losses, final, diverged_at, seconds)
 
 
 @functools.cache
@@ -307,7 +306,8 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     Its whole-set losses come from float64 sufficient statistics (X'X, X'y, y'y), and it
     applies the same divergence rule as the other engines, checked at logging points and
     located exactly by replaying the interval. Returns (logged, losses, last sound point,
-    diverged_at, seconds); losses after a run's last sound point are NaN.
+    the parameters there in float64, diverged_at, seconds); losses after a run's last sound
+    point are NaN.
     """
     from descent.kernel import descend_valid
 
@@ -316,7 +316,7 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     _check_fit(x, y, thetas, plan, schedule)
     _load_kernel(x.dtype)  # compile or load from cache, untimed
     started = time.perf_counter()
-    logged, losses, diverged_at = descend_valid(
+    logged, losses, diverged_at, last, final = descend_valid(
         x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
         2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
         plan.recorded_scale)
@@ -325,11 +325,6 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
         progress(len(schedule.batch_sizes) * len(thetas))
     if (diverged_at == 0).any():
         raise unsound_start()
-    log_updates = logged_updates(schedule)
-    # A run's last sound point: the last logging point before the update it diverged at
-    # (the kernel left the losses after it NaN).
-    last = np.where(diverged_at > 0, np.searchsorted(log_updates, diverged_at) - 1,
-                    len(log_updates) - 1)
-    return logged, losses, last, diverged_at, seconds
+    return logged, losses, last, final, diverged_at, seconds
 
 

@@ -96,7 +96,7 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     if orders.size and (orders.min() < 0 or orders.max() >= n):
         raise ValueError(f"orders must index examples in [0, {n})")
     return descend_valid(features, targets, thetas0, orders, m, drop_last, step_scale,
-                         log_after, blowup, report_scale)
+                         log_after, blowup, report_scale)[:3]
 
 
 def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, step_scale,
@@ -108,15 +108,23 @@ def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, ste
 
     The checks cost ~20 µs a call, a quarter of an airfoil SGD epoch. The compiled code
     does not check its indices: arguments that are not valid read out of bounds here.
+
+    Returns `descend`'s (logged, losses, diverged_at), then each run's last sound logging
+    point, last: (R,) int64 (its last non-NaN loss), and its parameters there, final:
+    (R, p+1) float64.
     """
     n, p = features.shape
     runs, dtype, m = thetas0.shape[0], features.dtype, batch_size
     full, short = epoch_batches(n, m, drop_last)
     per_epoch = full + (short > 0)
-    # The step of a full and of the short batch, each rounded once to the working dtype
-    # (one scale for all runs, or one per run; a wrong count fails to broadcast).
+    # The step of a full and of the short batch, each divided in float64 and rounded once
+    # to the working dtype (one scale for all runs, or one per run; a wrong count fails to
+    # broadcast).
+    scale = step_scale if isinstance(step_scale, float) else \
+        np.asarray(step_scale, dtype=np.float64).reshape(-1)
     steps = np.empty((runs, 2), dtype)
-    steps[:] = np.asarray(step_scale, dtype=np.float64).reshape(-1, 1) / [m, short or m]
+    steps[:, 0] = scale / m
+    steps[:, 1] = scale / (short or m)
     gram, cross, yy = sufficient_statistics(features, targets)
     logged = np.full((runs, log_after.size + 1, p + 1), np.nan, dtype=dtype)
     losses = np.full((runs, log_after.size + 1), np.nan)
@@ -124,11 +132,12 @@ def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, ste
     # Per-run parameters and gradient, padded so that no two runs share a cache line.
     stride = -(-(p + 1) // 16) * 16 + 16
     work = np.zeros((runs, 2 * stride), dtype=dtype)
+    last, final = np.empty(runs, dtype=np.int64), np.empty((runs, p + 1))
     _descend_in_threads(
         features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
         float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
-        diverged_at, work, stride, loss_cap(dtype, n, report_scale))
-    return logged, losses, diverged_at
+        diverged_at, work, stride, loss_cap(dtype, n, report_scale), last, final)
+    return logged, losses, diverged_at, last, final
 
 
 @numba.njit(cache=True, nogil=True)
@@ -247,30 +256,42 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
 @numba.njit(cache=True, nogil=True)
 def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
                   blowup, report_scale, gram, cross, yy, logged, losses, diverged_at, work,
-                  stride, cap):
+                  stride, cap, last, final):
     q = thetas0.shape[1]
     for run in range(thetas0.shape[0]):
         diverged_at[run] = _one_run(
             features, targets, thetas0[run], orders[run], m, full, per_epoch, steps[run],
             log_after, blowup, report_scale, gram, cross, yy, logged[run], losses[run],
             work[run, :q], work[run, stride:stride + q], cap)
+        point = losses.shape[1] - 1  # the last sound point: the losses after it are NaN
+        while point > 0 and np.isnan(losses[run, point]):
+            point -= 1
+        last[run] = point
+        for c in range(q):
+            final[run, c] = logged[run, point, c]
 
 
 def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, steps,
                         log_after, blowup, report_scale, gram, cross, yy, logged, losses,
-                        diverged_at, work, stride, cap):
+                        diverged_at, work, stride, cap, last, final):
     """The runs in contiguous blocks, one block per usable core. The kernel releases the GIL
     (nogil), so the blocks run in parallel; one build serves one run and many (numba's
     `parallel=True` would be a second, slower compilation)."""
+    def run(thetas0, orders, steps, logged, losses, diverged_at, work, last, final):
+        _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
+                      log_after, blowup, report_scale, gram, cross, yy, logged, losses,
+                      diverged_at, work, stride, cap, last, final)  # a block of runs
+
     runs = thetas0.shape[0]
     workers = min(runs, cores())
+    if workers == 1:  # one block: the whole arrays, no views to make (~4 µs a call)
+        return run(thetas0, orders, steps, logged, losses, diverged_at, work, last, final)
     bounds = [runs * k // workers for k in range(workers + 1)]
 
     def block(index):
         part = slice(bounds[index], bounds[index + 1])
-        _descend_runs(features, targets, thetas0[part], orders[part], m, full, per_epoch,
-                      steps[part], log_after, blowup, report_scale, gram, cross, yy,
-                      logged[part], losses[part], diverged_at[part], work[part], stride, cap)
+        run(thetas0[part], orders[part], steps[part], logged[part], losses[part],
+            diverged_at[part], work[part], last[part], final[part])
 
     in_parallel(block, workers)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from descent.engine import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, logged_updates,
-                            loss_cap, run_kernel, sufficient_statistics, unsound_start)
+from descent.engine import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, loss_cap,
+                            run_kernel, sufficient_statistics, unsound_start)
 from descent.io import UserError
 
 
@@ -76,7 +76,7 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                                                progress or (lambda n: None))
     losses = np.concatenate(watch.losses)
     points = len(losses)
-    return Trajectory(logged_updates(schedule)[:points], logged[:points, :-1],
+    return Trajectory(schedule.log_updates[:points], logged[:points, :-1],
                       logged[:points, -1], losses, seconds[:points], diverged_at)
 
 
@@ -90,7 +90,7 @@ def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
     if engine == "affine":
         return _affine_runs(x, y, starts, plan, schedule, progress)[0]
-    log_updates = logged_updates(schedule)
+    log_updates = schedule.log_updates
     runs, p1 = len(thetas), thetas.shape[1]
     losses = np.full((runs, len(log_updates)), np.nan)
     final, diverged_at, seconds = np.empty((runs, p1)), np.full(runs, -1), 0.0
@@ -106,9 +106,9 @@ def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
 
 def _train_compiled(features, targets, theta, plan, schedule, progress) -> Trajectory:
     one = dataclasses.replace(schedule, order=schedule.order[None])
-    logged, losses, last, diverged_at, elapsed = run_kernel(
+    logged, losses, last, _, diverged_at, elapsed = run_kernel(
         features.numpy(), targets.numpy(), theta[None].numpy(), plan, one, progress)
-    log_updates = logged_updates(schedule)[:last[0] + 1]
+    log_updates = schedule.log_updates[:last[0] + 1]
     # One call times the whole run; seconds at logging points are shared out by update count.
     seconds = elapsed * log_updates / max(1, schedule.log_after[-1])
     kept = torch.from_numpy(logged[0, :last[0] + 1])
@@ -209,7 +209,7 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         model.bias.copy_(theta[-1:])
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
     order = torch.from_numpy(schedule.order).to(device)
-    log_after = logged_updates(schedule)
+    log_after = schedule.log_updates
     logged = torch.empty(len(log_after), len(theta), device=device, dtype=dtype)
     logged[0] = theta
     seconds = np.zeros(len(log_after))
@@ -364,7 +364,7 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
     features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
     targets0 = torch.cat([targets, torch.zeros(1, device=device, dtype=dtype)])
     statistics = _Losses(features, targets, plan)
-    log_updates = logged_updates(schedule)
+    log_updates = schedule.log_updates
     losses = np.full((runs, len(log_updates)), np.nan)
     logged = torch.full((runs, len(log_updates), p + 1), math.nan, device=device,
                         dtype=dtype) if keep else None
