@@ -209,10 +209,10 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         model.bias.copy_(theta[-1:])
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
     order = torch.from_numpy(schedule.order).to(device)
-    log_after = schedule.log_updates
-    logged = torch.empty(len(log_after), len(theta), device=device, dtype=dtype)
+    log_updates = schedule.log_updates
+    logged = torch.empty(len(log_updates), len(theta), device=device, dtype=dtype)
     logged[0] = theta
-    seconds = np.zeros(len(log_after))
+    seconds = np.zeros(len(log_updates))
     watch.record(logged[:1])
     point, paused = 1, 0.0
     synchronize(device)
@@ -225,16 +225,16 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         loss = plan.gradient_scale * residuals.square().mean()
         loss.backward()
         optimizer.step()
-        if update == log_after[point]:
+        if update == log_updates[point]:
             synchronize(device)
             pause = time.perf_counter()
             seconds[point] = pause - started - paused
             with torch.no_grad():  # the loss evaluation is not timed, as in d2l
                 logged[point] = torch.cat([model.weight[0], model.bias])
                 n_sound = watch.record(logged[point:point + 1])
-            progress(update - log_after[point - 1])
+            progress(update - log_updates[point - 1])
             if not n_sound:
-                first = int(log_after[point - 1])
+                first = int(log_updates[point - 1])
                 return logged, seconds, watch.first_unsound_update(logged[point - 1], first,
                                                                    update)
             point += 1
