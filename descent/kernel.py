@@ -1,8 +1,9 @@
 """A compiled CPU descent kernel: R independent runs of mini-batch gradient descent on a
 linear model, each an exact sequential chain of updates (numba), the runs in parallel threads.
 
-One public function, `descend`; `_reference_descend` is the same computation written as
-plainly as possible (python loops, numpy), for the tests.
+`descend` checks every argument; `descend_valid` is the same without those checks, for the
+engine, whose arguments are valid by construction. `_reference_descend` is the same
+computation written as plainly as possible (python loops, numpy), for the tests.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from descent.engine import (cores, epoch_batches, in_parallel, loss_cap,
                             sufficient_statistics)
 
-__all__ = ["descend"]
+__all__ = ["descend", "descend_valid"]
 
 _TINY = float(np.finfo(np.float64).tiny)
 
