@@ -13,7 +13,6 @@ Schedules (the shuffled orders) are built before the clock starts and timed apar
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import subprocess

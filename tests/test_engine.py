@@ -170,7 +170,6 @@ def test_each_variant_converges_to_the_true_parameters_within_the_noise():
     standard_errors = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
     for batch, lr, epochs in [(n, 0.5, 100), (1, 0.01, 5), (10, 0.03, 10)]:
         plan = Plan(n_examples=n, batch_size=batch, epochs=epochs, lr=lr, gradient_scale=0.5)
-        generator = torch.Generator().manual_seed(0)
         run = train(features, targets, torch.zeros(2, dtype=torch.float64),
                     torch.zeros((), dtype=torch.float64), plan,
                     make_schedule(plan, np.random.default_rng(0)))

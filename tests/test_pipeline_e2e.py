@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT, copy_project, dvc, ran, run, stage_env
+from tests.conftest import ROOT, dvc, ran, run
 
 pytestmark = pytest.mark.e2e
 STAGES_AFTER_DATA = {"train@gd", "train@sgd", "train@minibatch", "evaluate", "report"}
