@@ -83,8 +83,12 @@ def generate(spec: SyntheticSet) -> tuple[np.ndarray, np.ndarray]:
         features = rng.uniform(a, b, size=(n, p))
     else:
         features = rng.normal(a, b, size=(n, p))
-    target = features @ np.array(spec.weights) + spec.bias \
-        + spec.noise_std * rng.standard_normal(n)
+    # X w column by column (elementwise IEEE products and sums, the same bits on every CPU;
+    # a BLAS product's order and fused multiply-adds depend on the CPU's kernel).
+    target = features[:, 0] * spec.weights[0]
+    for j in range(1, p):
+        target = target + features[:, j] * spec.weights[j]
+    target = target + spec.bias + spec.noise_std * rng.standard_normal(n)
     return features, target
 
 

@@ -11,9 +11,7 @@ It imports neither torch nor numba itself, so a CPU stage never pays for torch.
 from __future__ import annotations
 
 import functools
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from descent.config import ENGINES  # noqa: F401  (re-exported: the engines' names)
 from descent.io import UserError
+from descent.parallel import in_parallel
 
 # The affine engine (descent.torch_engines) works in chunks of at most this many bytes of
 # update maps and gathered rows, which bounds its memory whatever the run's length.
@@ -109,25 +108,6 @@ def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.n
     return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
 
 
-@functools.cache
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
-
-
-def in_parallel(task, count: int) -> None:
-    """task(0) ... task(count - 1) in one thread per usable core (at most one per task);
-    worth it for tasks that release the GIL."""
-    workers = min(count, cores())
-    if workers <= 1:
-        for index in range(count):
-            task(index)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(task, range(count)))  # list(): re-raises a task's exception
-
-
 def _layout(plan: Plan, order: np.ndarray) -> Schedule:
     n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
     full, short = epoch_batches(n, size, plan.drop_last)
@@ -186,27 +166,6 @@ def _gpu_possible() -> bool:
     return any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
                                           "/dev/kfd")) \
         or any(Path("/dev").glob("nvidia[0-9]*")) or platform.system() == "Windows"
-
-
-# Rows per float64 chunk when accumulating the sufficient statistics.
-STATS_CHUNK = 1 << 16
-
-
-def sufficient_statistics(features, targets):
-    """G = X1^T X1, c = X1^T y, yy = y^T y in float64 (X1 = [X, 1]), in chunks of rows (no
-    float64 copy of X): one product Z^T Z of Z = [X, 1, y] per chunk holds all three."""
-    n, p = features.shape
-    total = np.zeros((p + 2, p + 2))
-    z = np.empty((min(n, STATS_CHUNK), p + 2))
-    z[:, p] = 1.0
-    for start in range(0, n, STATS_CHUNK):
-        part = z[:min(STATS_CHUNK, n - start)]
-        part[:, :p] = features[start:start + len(part)]
-        part[:, p + 1] = targets[start:start + len(part)]
-        total += part.T @ part
-    total = 0.5 * (total + total.T)  # exactly symmetric (the kernel relies on it); a + b = b + a
-    return (np.ascontiguousarray(total[:p + 1, :p + 1]), total[:p + 1, p + 1].copy(),
-            float(total[p + 1, p + 1]))
 
 
 def loss_cap(dtype, n, report_scale) -> float:

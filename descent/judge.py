@@ -2,6 +2,7 @@
 over the seeds (what stage `evaluate` writes)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,16 +14,6 @@ from descent.numbers import DIGITS, significant
 
 NOT_REACHED = "not reached"
 DIVERGED = "diverged"
-
-
-def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) -> dict:
-    """Least squares with an intercept; its loss in the convention scale * mean(r^2)."""
-    from sklearn.linear_model import LinearRegression
-
-    model = LinearRegression(fit_intercept=True).fit(features, targets)
-    residuals = features @ model.coef_ + model.intercept_ - targets
-    return {"loss": float(loss_scale * np.mean(residuals ** 2)),
-            "weights": model.coef_.tolist(), "bias": float(model.intercept_)}
 
 
 CLOSED_FORM = ROOT / "data/closed_form.json"
@@ -67,6 +58,11 @@ def spread(values, digits: int, scale: float) -> dict:
     return result
 
 
+def distance(a, b) -> float:
+    """Euclidean distance with an exactly rounded sum (no BLAS: the same bits on any CPU)."""
+    return math.sqrt(math.fsum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
+
+
 def seed_figures(run: dict, losses: np.ndarray, examples: np.ndarray, optimum: dict,
                  truth: dict | None, target: float) -> dict[str, Any]:
     """One seed's figures against the optimum (unrounded); a diverged run has none."""
@@ -76,11 +72,10 @@ def seed_figures(run: dict, losses: np.ndarray, examples: np.ndarray, optimum: d
     figures: dict[str, Any] = {
         "diverged": False, "final_loss": run["loss"],
         "excess_loss": run["loss"] - optimum["loss"],
-        "weights_distance": float(np.linalg.norm(weights - np.array(optimum["weights"]))),
+        "weights_distance": distance(weights, optimum["weights"]),
         "bias_distance": abs(bias - optimum["bias"])}
     if truth is not None:
-        figures["true_weights_distance"] = float(
-            np.linalg.norm(weights - np.array(truth["weights"])))
+        figures["true_weights_distance"] = distance(weights, truth["weights"])
         figures["true_bias_distance"] = abs(bias - truth["bias"])
     reached = np.flatnonzero(losses <= target)  # NaN (after divergence) never compares true
     figures["examples_to_target"] = int(examples[reached[0]]) if len(reached) else None

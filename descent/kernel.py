@@ -12,8 +12,9 @@ import math
 import numba
 import numpy as np
 
-from descent.engine import (cores, epoch_batches, in_parallel, loss_cap,
-                            sufficient_statistics)
+from descent.engine import epoch_batches, loss_cap
+from descent.parallel import cores, in_parallel
+from descent.statistics import sufficient_statistics
 
 __all__ = ["descend", "descend_valid"]
 

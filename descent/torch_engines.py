@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from descent.engine import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, loss_cap,
-                            run_kernel, sufficient_statistics, unsound_start)
+                            run_kernel, unsound_start)
 from descent.io import UserError
+from descent.statistics import sufficient_statistics
 
 
 @dataclass

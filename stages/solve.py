@@ -3,7 +3,8 @@
 scikit-learn's LinearRegression (with intercept) is fitted on exactly the rows the variants
 train on, and its loss computed in the recipe's loss convention. It depends on the data and
 the recipes only, so `dvc exp run -S batch_size=...` never reruns it (nor pays for
-scikit-learn's import). Writes data/closed_form.json (full precision; `evaluate` rounds).
+scikit-learn's import). Writes data/closed_form.json (at the precision the
+solution has on any CPU: see descent/least_squares.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from descent.io import cli, write_json
 def main() -> None:
     config = configuration.load()
     from descent.data import check_datasets
-    from descent.judge import CLOSED_FORM, closed_form
+    from descent.judge import CLOSED_FORM
+    from descent.least_squares import closed_form
 
     datasets = check_datasets(config)
     write_json(CLOSED_FORM,

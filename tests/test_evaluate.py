@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from descent.judge import DIVERGED, NOT_REACHED, closed_form, compare_pair, judge
+from descent.judge import DIVERGED, NOT_REACHED, compare_pair, judge
+from descent.least_squares import closed_form
 from descent.numbers import significant
 
 

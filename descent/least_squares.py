@@ -1,0 +1,49 @@
+"""The closed-form least-squares solution every run is judged against (stage `solve`).
+
+scikit-learn's LinearRegression (with intercept) on exactly the rows the variants train
+on; what it writes is the same on every CPU (see `closed_form`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from descent.statistics import sufficient_statistics
+
+
+def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) -> dict:
+    """Least squares with an intercept (scikit-learn), recorded so that every CPU writes
+    the same bytes; its loss in the convention scale * mean(r^2).
+
+    LAPACK's solution differs between CPUs in its last bits, so the weights and bias are
+    rounded on the scale of the whole solution (the largest |parameter|: a bias of 1e-16
+    beside weights of order 1 is 0) to the digits its conditioning supports. The loss is
+    then computed from those rounded parameters in a fixed order (residuals column by
+    column, an exactly rounded sum), so it is the same everywhere too.
+    """
+    model = LinearRegression(fit_intercept=True).fit(features, targets)
+    theta = np.r_[model.coef_, model.intercept_]
+    digits = solution_digits(features, targets)
+    exponent = math.floor(math.log10(max(np.abs(theta).max(), 1e-300))) - (digits - 1)
+    theta = np.array([round(float(value), -exponent) + 0.0 for value in theta])
+    residuals = np.full(len(targets), theta[-1]) - targets
+    for j in range(features.shape[1]):  # elementwise, in column order: no BLAS
+        residuals += features[:, j] * theta[j]
+    loss = loss_scale * math.fsum(residuals * residuals) / len(targets)
+    return {"loss": loss, "weights": theta[:-1].tolist(), "bias": float(theta[-1]),
+            "digits": digits}
+
+
+def solution_digits(features: np.ndarray, targets: np.ndarray) -> int:
+    """Significant digits (of the largest parameter) that the least-squares solution keeps
+    on any CPU: a backward-stable solver's relative error is about cond(X1^T X1) * eps
+    (the square of X1's condition number, as the residual is not zero); three digits of
+    margin keep a rounding boundary between two CPUs' answers unlikely (~1e-4 per value).
+    Between 3 (nearly rank-deficient data) and 12 (float64's reliable digits)."""
+    gram = sufficient_statistics(features, targets)[0]
+    eigenvalues = np.linalg.eigvalsh(gram)
+    eps = np.finfo(np.float64).eps
+    condition = eigenvalues[-1] / max(eigenvalues[0], eigenvalues[-1] * eps)
+    return int(min(12, max(3, math.floor(-math.log10(condition * eps)) - 3)))
