@@ -1,9 +1,9 @@
 """One matplotlib figure comparing the three variants on every recipe (stage `report`).
 
 Top row: excess loss over the closed-form optimum against epochs; bottom row: against
-wall-clock time per run (the d2l chapter's point: per epoch GD looks best, per second
-mini-batches win). Each line is the mean over the seeds, its band the 10th-90th percentile
-of the runs; log y. Writes plots/comparison.png.
+wall-clock time per run (the d2l chapter's question: what an epoch of each costs in time).
+Each line is the mean over the seeds, its band the 10th-90th percentile of the runs; log y.
+Writes plots/comparison.png.
 
 The figure is drawn for the README, which GitHub shows at most 880 CSS px wide (the PNG,
 WIDTH * DPI px, at about half size): every text is at least 10 pt there at 100 % zoom, i.e.
