@@ -120,6 +120,20 @@ def test_the_comparison_figure_is_a_real_picture(built):
         assert colour in colours, colour
 
 
+def test_the_comparison_figure_of_this_run_reads_well_at_githubs_width(built, tmp_path):
+    """tests/test_figure.py's checks, on the figure drawn from this run's own outputs."""
+    from matplotlib.image import imread
+
+    from tests import test_figure
+
+    figure, names, judged, width, dpi = test_figure.drawn(built, tmp_path)
+    assert imread(built / "plots/comparison.png").shape[1] == width  # the same picture size
+    test_figure.check_gd_labels(figure, names, judged)
+    test_figure.check_one_time_unit_per_row(figure, names, built)
+    test_figure.check_font_sizes(figure, width, dpi)
+    test_figure.check_no_text_covers_a_curve(figure)
+
+
 def test_changing_one_synthetic_param_reruns_only_what_depends_on_it(project, env):
     set_param(project, "synthetic.line_minus5x.noise_std", 0.5)
     assert ran(dvc(project, env, "repro").stdout) == {"synthesize", "solve"} | STAGES_AFTER_DATA
