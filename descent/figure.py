@@ -161,7 +161,9 @@ def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
                 axis.yaxis.set_major_locator(LogLocator(numticks=5))
                 # No minor ticks: each is two lines and a label to lay out (~0.3 s in all).
                 axis.yaxis.set_minor_locator(NullLocator())
-                axis.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=row == 0))
+                # Time ticks run to five digits: three labels fit a panel at 12 pt.
+                axis.xaxis.set_major_locator(MaxNLocator(nbins=4 if row == 0 else 2,
+                                                         integer=row == 0))
                 axis.set_xlabel("epochs" if row == 0 else f"time per run ({unit})")
                 axis.grid(True, which="major", alpha=0.3)
             top = axes[0][column]
