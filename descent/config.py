@@ -169,7 +169,10 @@ def read_yaml(path: Path) -> Any:
 
 def load(path: Path = PARAMS_FILE) -> Config:
     """The validated config of the project (the whole params.yaml)."""
-    return parse(read_yaml(path))
+    params = read_yaml(path)
+    if params is None:
+        raise UserError("params.yaml is empty; restore it with `git checkout params.yaml`")
+    return parse(params)
 
 
 # --- validation helpers: each raises one line naming key, value, rule and fix -----------
@@ -183,8 +186,9 @@ def _section(node: Any, key: str, required: tuple[str, ...], optional: tuple[str
         raise _fail(key, node, f"must be a mapping with keys {', '.join(required + optional)}")
     missing = [k for k in required if k not in node]
     if missing:
-        raise UserError(f"params.yaml: {key} has no '{missing[0]}'; add {key}.{missing[0]} "
-                        "(see the comments in params.yaml and the README)")
+        where = missing[0] if key == "the file" else f"{key}.{missing[0]}"
+        raise UserError(f"params.yaml: {key} has no '{missing[0]}'; add {where} (see the "
+                        "comments in params.yaml and the README, or `git checkout params.yaml`)")
     unknown = [str(k) for k in node if k not in required + optional]
     if unknown:
         raise UserError(f"params.yaml: {key} has an unknown key '{unknown[0]}'; allowed: "

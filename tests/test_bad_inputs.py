@@ -241,3 +241,49 @@ def test_temporaries_are_written_where_dvc_and_git_do_not_look(tmp_path, monkeyp
     stale.write_text("half")
     io._clean_stale_temporaries()
     assert not stale.exists()
+
+
+# Every output of a built project: DVC removes a stage's outputs before it runs the stage,
+# so a refusal must come before DVC reaches any stage that holds results.
+EVERY_OUTPUT = OUTPUTS + ["metrics/train/sgd.json", "metrics/train/minibatch.json",
+                          "data/runs/sgd.npz", "data/runs/minibatch.npz", "metrics/seeds.json",
+                          "metrics/speed.json", "metrics/timing/gd.json",
+                          "metrics/reference.json", "plots/seconds/airfoil.csv"]
+
+
+def remove_section(text: str, header: str) -> str:
+    start = text.index(header)
+    end = text.find("\n# ---", start)
+    return text[:start] + (text[end:] if end >= 0 else "")
+
+
+REFUSED_RUNS = {
+    # name: (edit of params.yaml, dvc arguments, words of the one error line)
+    "misspelt top-level key": (lambda text: text + "batchsize: 20\n", ["repro"],
+                               "unknown key 'batchsize'"),
+    "new key through -S +key": (None, ["exp", "run", "-S", "+batchsize=20"],
+                                "unknown key 'batchsize'"),
+    "bad value through -S": (None, ["exp", "run", "-S", "seeds=0"], "seeds is 0"),
+    "bad value edited": (lambda text: text.replace("batch_size: 10", "batch_size: -3"),
+                         ["repro"], "batch_size is -3"),
+    "emptied params.yaml": (lambda text: "", ["repro"], "params.yaml is empty"),
+    "evaluate section deleted": (lambda text: remove_section(text, "evaluate:\n"), ["repro"],
+                                 "evaluate"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RUNS)
+def test_a_refused_run_through_dvc_removes_no_output(project, env, case):
+    change, arguments, words = REFUSED_RUNS[case]
+    if change:
+        path = project / "params.yaml"
+        path.write_text(change(path.read_text()))
+    before = {name: hashlib.sha256((project / name).read_bytes()).hexdigest()
+              for name in EVERY_OUTPUT}
+    result = run(["dvc", *arguments], project, env, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error [")]
+    assert len(errors) == 1 and errors[0].startswith("error [check]: "), result.stderr
+    assert words in errors[0], errors[0]
+    assert {name: hashlib.sha256((project / name).read_bytes()).hexdigest()
+            for name in EVERY_OUTPUT if (project / name).exists()} == before
