@@ -160,5 +160,16 @@ def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: Path, writer: str = "") -> Any:
+    """A JSON file a stage wrote; a damaged one (truncated, hand-edited) is a user error that
+    names the stage `writer` which rebuilds it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise damaged(path, writer) from None
+
+
+def damaged(path: Path, writer: str) -> UserError:
+    rebuild = f"`dvc repro --force {writer}`" if writer else "the stage that writes it"
+    return UserError(f"{relative(path)} is damaged (truncated or edited?); rebuild it with "
+                     f"{rebuild}")

@@ -3,13 +3,16 @@ over the seeds (what stage `evaluate` writes)."""
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from descent.config import VARIANTS
-from descent.io import ROOT, UserError, read_json
+from descent.io import ROOT, UserError, damaged, read_json
 from descent.numbers import DIGITS, significant
 
 NOT_REACHED = "not reached"
@@ -22,7 +25,7 @@ CLOSED_FORM = ROOT / "data/closed_form.json"
 def load_closed_form(recipes) -> dict[str, dict]:
     """What stage `solve` wrote, for every recipe."""
     try:
-        optima = read_json(CLOSED_FORM)
+        optima = read_json(CLOSED_FORM, "solve")
     except FileNotFoundError:
         raise UserError("data/closed_form.json not found; run `dvc repro solve` first") \
             from None
@@ -156,16 +159,26 @@ def per_seed_table(seeds: list[dict], digits: int) -> dict[str, list]:
 
 def _written_by_train(variant: str, read, path: str):
     try:
-        return read(ROOT / path)
+        return read(ROOT / path, f"train@{variant}")
     except FileNotFoundError as missing:
         raise UserError(f"{missing.filename} not found; run `dvc repro train@{variant}` "
                         "first") from None
 
 
+def _curves(path: Path, writer: str) -> dict[str, np.ndarray]:
+    """Every array of a .npz curves file, read now (np.load is lazy: a damaged member would
+    fail later, far from the file's name)."""
+    try:
+        with np.load(path) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError):
+        raise damaged(path, writer) from None
+
+
 def load_runs(variant: str) -> tuple[dict, Any]:
     """What train@<variant> wrote: its results and each seed's loss curves."""
     return (_written_by_train(variant, read_json, f"metrics/train/{variant}.json"),
-            _written_by_train(variant, np.load, f"data/runs/{variant}.npz"))
+            _written_by_train(variant, _curves, f"data/runs/{variant}.npz"))
 
 
 def load_trained(variant: str) -> tuple[dict, Any, dict]:
@@ -198,7 +211,7 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
     out = Judgement({}, {}, {}, {}, {})
     for name, recipe in config.recipes.items():
         optimum = optima[name]
-        truth = read_json((ROOT / recipe.data).with_suffix(".json")) \
+        truth = read_json((ROOT / recipe.data).with_suffix(".json"), "synthesize") \
             if config.synthetic_source(recipe) else None
         metrics = out.metrics[name] = {"closed_form": as_metrics(optimum, DIGITS["float64"])}
         out.headline[name], out.per_seed[name], out.speeds[name] = {}, {}, {}

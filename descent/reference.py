@@ -68,7 +68,7 @@ def seed_values(row: dict, recipe: Recipe, result: dict, curves) -> list[float] 
         losses = curves[f"{recipe.name}/losses"][:, at[0]]
         return [float(value) for value in losses[~np.isnan(losses)]]
     if quantity == "max_parameter_error":
-        truth = read_json((ROOT / recipe.data).with_suffix(".json"))
+        truth = read_json((ROOT / recipe.data).with_suffix(".json"), "synthesize")
         return [max(abs(a - b) for a, b in zip(run["weights"] + [run["bias"]],
                                                truth["weights"] + [truth["bias"]]))
                 for run in runs]

@@ -19,7 +19,7 @@ def main(*flags: str) -> None:
     from descent.reference import build, update_readme
 
     try:
-        judged = read_json(ROOT / "metrics/evaluate.json")
+        judged = read_json(ROOT / "metrics/evaluate.json", "evaluate")
     except FileNotFoundError:
         raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
     rows, table = build(config, judged)  # every input checked before anything is written

@@ -287,3 +287,20 @@ def test_a_refused_run_through_dvc_removes_no_output(project, env, case):
     assert words in errors[0], errors[0]
     assert {name: hashlib.sha256((project / name).read_bytes()).hexdigest()
             for name in EVERY_OUTPUT if (project / name).exists()} == before
+
+
+@pytest.mark.parametrize("stage, damaged, writer", [
+    ("report", "metrics/evaluate.json", "evaluate"),
+    ("evaluate", "data/runs/sgd.npz", "train@sgd"),
+    ("evaluate", "metrics/train/gd.json", "train@gd"),
+    ("evaluate", "data/closed_form.json", "solve")])
+def test_a_truncated_input_names_the_stage_that_rebuilds_it(project, env, stage, damaged,
+                                                            writer):
+    path = project / damaged
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    try:
+        line = one_clear_line(project, env, stage)
+    finally:
+        path.write_bytes(whole)
+    assert f"{damaged} is damaged" in line and f"`dvc repro --force {writer}`" in line, line
