@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.requirements-installed
 # Stage commands call `python` and `dvc`: make them the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: pipeline test venv plots-offline bench
+.PHONY: pipeline test venv plots-offline bench exps
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -30,3 +30,9 @@ plots-offline: $(STAMP)
 # writes bench/results.json and bench/results.png (a few minutes; needs `make pipeline`).
 bench: $(STAMP)
 	python -m bench.benchmark
+
+# Every experiment in one table that fits 120 columns: the params that differ and the
+# headline losses (dvc exp show adds a hash column per dependency: 1,400 characters wide).
+# No venv step: there are experiments only after `make pipeline` has made it.
+exps:
+	@python -m tools.exps

@@ -255,6 +255,17 @@ def test_the_readme_session_runs_as_written_and_ends_at_the_baseline(project, en
     assert all(f"{recipe}.minibatch" in table for recipe in params["recipes"])
     assert not re.search(r"\.(gd|sgd)\b", table)  # they did not rerun: nothing to report
     assert max(len(line) for line in table.splitlines()) <= 120
+    # make exps: the table the README recommends for many experiments, uncut in 120
+    # columns (dvc exp show --only-changed is 400+ wide, cut to "…"), with the param that
+    # differs and the changed headline losses of every experiment.
+    experiments_table = outputs["make exps"]
+    assert "…" not in experiments_table
+    assert max(len(line) for line in experiments_table.splitlines()) <= 120
+    header, names, _, *rows = experiments_table.splitlines()
+    assert "batch_size" in names.split() and "minibatch" in names.split()
+    assert all(recipe in header.split() for recipe in params["recipes"])
+    assert {row.split()[0] for row in rows} >= {"bs20", "bs100", "bs1", "bs5", "bs1500"}
+    assert "data/runs" not in experiments_table  # no dependency hashes
     page = (project / "dvc_plots/index.html").read_text()
     assert len(page) < 3_000_000  # thinned curves (0.8 MB of it is the inlined vega)
     # Offline by default: the committed template inlines vega; nothing loads from a CDN.
@@ -264,8 +275,8 @@ def test_the_readme_session_runs_as_written_and_ends_at_the_baseline(project, en
     experiments = {revision["name"]: revision["data"] for commit in shown
                    for experiment in commit.get("experiments") or []
                    for revision in experiment["revs"]}
-    assert {"bs20", "bs100", "bs1", "bs1500"} <= set(experiments)
-    for name, size in (("bs20", 20), ("bs100", 100), ("bs1", 1), ("bs1500", 1500)):
+    assert {"bs20", "bs100", "bs1", "bs5", "bs1500"} <= set(experiments)
+    for name, size in (("bs20", 20), ("bs100", 100), ("bs1", 1), ("bs5", 5), ("bs1500", 1500)):
         data = experiments[name]
         assert data["params"]["params.yaml"]["data"]["batch_size"] == size
         # Only the headline is a declared metric: the detail stays out of exp show.
@@ -318,14 +329,14 @@ def test_dvc_plots_use_the_offline_template_instead_of_the_cdn(built, env, tmp_p
 def test_an_experiment_shared_through_a_git_and_a_dvc_remote_reaches_another_clone(
         project, env, tmp_path):
     """The README's sharing commands: experiment refs travel by git, its DVC-cached outputs
-    by the DVC remote (a local folder here; S3 and the others work the same way)."""
-    origin, storage = tmp_path / "origin.git", tmp_path / "storage"
+    by the DVC remote (the README's folder beside the project; S3 and the others work the
+    same way). The project starts as a user's clone does: `origin` exists, nothing pushed,
+    no DVC remote; the block adds the DVC remote, commits it and pushes."""
+    origin = tmp_path / "origin.git"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path, env)
     run(["git", "remote", "add", "origin", str(origin)], project, env)
-    run(["dvc", "remote", "add", "-d", "storage", str(storage)], project, env)
-    run(["git", "commit", "-qam", "a DVC remote"], project, env)
-    run(["git", "push", "-q", "origin", "main"], project, env)
     run_readme_block("share", project, env)
+    assert (tmp_path / "dvc-storage").is_dir()  # ../dvc-storage, beside the project
     ours = json.loads((project / "metrics/final_loss.json").read_text())
 
     other = tmp_path / "other"
