@@ -182,15 +182,15 @@ def test_bad_airfoil_source(project, env, source, words):
         [".gitignore", "airfoil_self_noise.dat"]
 
 
-def test_dvc_itself_names_a_missing_params_section(project, env):
-    """DVC checks a stage's params before running it: its error comes first (README)."""
+def test_a_missing_params_section_is_named_before_any_stage_runs(project, env):
+    """Stage check validates the whole params.yaml before DVC reaches train@sgd (README)."""
     text = (project / "params.yaml").read_text()
     start = text.index("  sgd:                       # batch = 1")
     end = text.index("  minibatch:")
     (project / "params.yaml").write_text(text[:start] + text[end:])
     result = run(["dvc", "repro", "train@sgd"], project, env, check=False)
     assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
-    assert "variants.sgd" in result.stderr
+    assert "error [check]: params.yaml: variants has no 'sgd'" in result.stderr
     direct = one_clear_line(project, env, "train", "sgd")
     assert "variants has no 'sgd'" in direct
 
