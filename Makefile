@@ -35,4 +35,4 @@ bench: $(STAMP)
 # headline losses (dvc exp show adds a hash column per dependency: 1,400 characters wide).
 # No venv step: there are experiments only after `make pipeline` has made it.
 exps:
-	@python -m tools.exps
+	@python -m descent.exps

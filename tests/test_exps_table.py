@@ -1,8 +1,8 @@
-"""`make exps` (tools/exps.py) formats DVC's --csv table; the e2e test runs it on real
+"""`make exps` (descent/exps.py) formats DVC's --csv table; the e2e test runs it on real
 experiments, this checks the layout on a fixed CSV in milliseconds."""
 from __future__ import annotations
 
-from tools.exps import table
+from descent.exps import table
 
 HEADLINE = {f"{recipe}.{variant}" for recipe in
             ("airfoil", "airfoil_concise", "line_3x_plus_2", "line_minus5x",
