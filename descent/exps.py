@@ -1,6 +1,6 @@
 """`make exps`: every experiment in one table that fits a 120-column terminal.
 
-    python -m tools.exps [more dvc exp show options, e.g. -A or --sort-by batch_size]
+    python -m descent.exps [more dvc exp show options, e.g. -A or --sort-by batch_size]
 
 `dvc exp show --only-changed` puts a hash column beside each metric for every dependency
 that changed (data/runs, metrics/train, ...: 1,400 characters for a batch-size sweep), and
