@@ -229,7 +229,9 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
                                            **per_seed_table(seeds[variant], digits)}
             out.speeds[name][variant] = timing = timings[name]
             per_update = timing["seconds"] / timing["runs"] / max(1, result["updates"])
-            frames.append(band(curve, result["examples"], per_update).assign(variant=variant))
+            diverged_at = [run.get("diverged_at_update") for run in result["runs"]]
+            frames.append(band(curve, result["examples"], per_update, diverged_at)
+                          .assign(variant=variant))
         metrics["comparisons"] = {f"{a}_vs_{b}": compare_pair(a, b, seeds, digits)
                                   for a, b in PAIRS}
         out.bands[name] = pd.concat(frames).assign(closed_form=optimum["loss"])
@@ -239,12 +241,17 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
 MAX_PLOT_POINTS = 200  # per curve: enough for a smooth line, small HTML (`dvc plots diff`)
 
 
-def band(curves: dict, n_examples: int, seconds_per_update: float):
+def band(curves: dict, n_examples: int, seconds_per_update: float,
+         diverged_at: list[int | None]):
     """The mean loss over runs at each logging point, with the 10th-90th percentile band and
     the number of runs diverged by then, thinned to at most MAX_PLOT_POINTS evenly spread
-    points (first and last kept).
+    points (first and last kept). `diverged_at` is each run's divergence update (None: it
+    did not diverge).
 
-    A point is left out once every run has diverged before it.
+    A point is left out once every run has diverged before it. When every run diverged, one
+    more row marks where the last of them did (its update, the examples seen by then) with
+    the last logged mean and band, and every run counted as diverged: without it a variant
+    that diverges inside its first logging interval would have no marked row at all.
     """
     import pandas as pd
 
@@ -257,8 +264,16 @@ def band(curves: dict, n_examples: int, seconds_per_update: float):
     with np.errstate(all="ignore"):
         low, high = np.nanpercentile(losses[:, keep], [10, 90], axis=0)
         mean = np.nanmean(losses[:, keep], axis=0)
-    examples = curves["examples"][keep]
+    updates, examples = curves["updates"][keep], curves["examples"][keep]
+    diverged = len(losses) - sound[keep]
+    if diverged_at and all(update is not None for update in diverged_at):
+        last = max(diverged_at)
+        # Examples at an update between logging points: batches are even within an interval.
+        seen = round(float(np.interp(last, curves["updates"], curves["examples"])))
+        updates, examples = np.r_[updates, last], np.r_[examples, seen]
+        mean, low, high = (np.r_[column, column[-1]] for column in (mean, low, high))
+        diverged = np.r_[diverged, len(losses)]
     return pd.DataFrame({
-        "epoch": examples / n_examples, "examples": examples, "updates": curves["updates"][keep],
-        "seconds": curves["updates"][keep] * seconds_per_update,
-        "loss": mean, "low": low, "high": high, "diverged": len(losses) - sound[keep]})
+        "epoch": examples / n_examples, "examples": examples, "updates": updates,
+        "seconds": updates * seconds_per_update,
+        "loss": mean, "low": low, "high": high, "diverged": diverged})

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from descent.judge import DIVERGED, NOT_REACHED, compare_pair, judge
+from descent.judge import DIVERGED, NOT_REACHED, band, compare_pair, judge
 from descent.least_squares import closed_form
 from descent.numbers import significant
 
@@ -94,6 +94,24 @@ def test_a_partly_diverged_variant_is_judged_on_the_runs_that_did_not_diverge():
     metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
     assert metrics["diverged_fraction"] == pytest.approx(1 / 3)
     assert metrics["final_loss"]["n"] == 2 and metrics["final_loss"]["mean"] == pytest.approx(1.3)
+
+
+def test_a_variant_diverging_before_its_first_logged_point_still_has_a_marked_row():
+    """line_minus5x SGD diverges at update 8, inside its first logging interval: the plot
+    data must still say where, or the charts draw no divergence mark for it."""
+    curves = {"updates": np.array([0, 100, 200]), "examples": np.array([0, 200, 400]),
+              "losses": np.array([[5.0, np.nan, np.nan], [7.0, np.nan, np.nan]])}
+    frame = band(curves, 100, 0.5, [8, 6])
+    assert frame["updates"].tolist() == [0, 8]      # where the last run diverged
+    assert frame["examples"].tolist() == [0, 16]    # 2 examples an update in that interval
+    assert frame["examples"].dtype.kind == "i"      # ints stay ints in the CSVs
+    assert frame["diverged"].tolist() == [0, 2]
+    assert frame["loss"].tolist() == [6.0, 6.0] and frame["seconds"].tolist() == [0, 4.0]
+    # Some runs still sound: their curve goes on, the others counted where their loss is NaN.
+    curves["losses"] = np.array([[5.0, 3.0, 2.0], [7.0, np.nan, np.nan]])
+    frame = band(curves, 100, 0.5, [None, 8])
+    assert frame["updates"].tolist() == [0, 100, 200]
+    assert frame["diverged"].tolist() == [0, 1, 1] and frame["loss"].tolist() == [6.0, 3.0, 2.0]
 
 
 def test_paired_comparison_names_the_lower_variant_only_when_the_interval_excludes_zero():

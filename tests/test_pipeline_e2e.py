@@ -44,6 +44,18 @@ def test_the_committed_lock_file_names_exactly_the_stages_of_dvc_yaml():
 
 
 
+def test_every_recipe_has_a_by_revision_plot():
+    """DVC cannot name the plots/loss folder twice, so the by-revision charts name each
+    recipe's file: a recipe added to params.yaml needs its entry in dvc.yaml."""
+    recipes = yaml.safe_load((ROOT / "params.yaml").read_text())["recipes"]
+    plots = [next(iter(entry.items())) for entry in
+             yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"] if isinstance(entry, dict)]
+    by_revision = {plot_id: props for plot_id, props in plots
+                   if props.get("template") == "by_revision"}
+    assert {plot_id: props["y"] for plot_id, props in by_revision.items()} == {
+        f"by_revision/{name}": {f"plots/loss/{name}.csv": "loss"} for name in recipes}
+
+
 def test_dvc_reads_our_yaml_through_the_c_parser_with_the_same_values():
     """DVC parses dvc.lock and params.yaml ~50 times per `exp run` (~1 s of pure-Python
     parsing on 2 cores); requirements.txt pins libyaml's parser for ruamel.yaml. It must be
