@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from descent.engine import epoch_batches, loss_cap
+from descent.jit import njit_cached  # numba's cache, shared by copies of the tree
 from descent.parallel import cores, in_parallel
 from descent.statistics import sufficient_statistics
 
@@ -142,7 +142,7 @@ def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, ste
     return logged, losses, diverged_at, last, final
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _loss(theta, gram, cross, yy, n, report_scale):
     """report_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
     q = theta.shape[0]
@@ -163,7 +163,7 @@ def _loss(theta, gram, cross, yy, n, report_scale):
     return loss
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _sound(theta, loss, limit):
     for a in range(theta.shape[0]):
         if not np.isfinite(theta[a]):
@@ -171,7 +171,7 @@ def _sound(theta, loss, limit):
     return np.isfinite(loss) and loss <= limit
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _advance(features, targets, order, theta, grad, first, last, m, full, per_epoch, steps):
     """Updates first..last-1 (0-based) in place on theta, in the dtype of features."""
     n, p = features.shape
@@ -216,7 +216,7 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
             epoch += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_after, blowup,
              report_scale, gram, cross, yy, logged, losses, theta, grad, cap):
     """One run; fills its sound rows of logged and losses; returns its diverged_at."""
@@ -255,7 +255,7 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
                   blowup, report_scale, gram, cross, yy, logged, losses, diverged_at, work,
                   stride, cap, last, final):

@@ -12,9 +12,9 @@ SIMD width, the thread count or the BLAS.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from descent.jit import njit_cached
 from descent.parallel import in_parallel
 
 # Rows per block: blocks run in parallel threads, and their partial sums are added in
@@ -22,7 +22,7 @@ from descent.parallel import in_parallel
 BLOCK_ROWS = 1 << 18
 
 
-@numba.njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _accumulate(features, targets, start, stop, total):
     """total += Z^T Z over rows start..stop-1 of Z = [X, 1, y], row by row.
 
