@@ -393,7 +393,7 @@ MAX_SEEDS = 4096  # runs per (recipe, variant); past this the per-seed files gro
 
 
 def _seeds(value: Any) -> int:
-    seeds = _integer(value, "seeds", 2)  # a spread needs two runs
+    seeds = _integer(value, "seeds", 1)  # one run, as the tutorials: no spread, n = 1
     if seeds > MAX_SEEDS:
         raise _fail("seeds", value, f"must be at most {MAX_SEEDS}")
     return seeds

@@ -151,3 +151,13 @@ def test_the_offline_template_refuses_scripts_that_would_break_it():
     assert template(["var a = 1;"]).count("{plot_divs}") == 1
     with pytest.raises(UserError, match="cannot be inlined"):
         template(["document.write('</script>')"])
+
+
+def test_one_seed_gives_a_mean_and_no_interval():
+    """seeds: 1 (the tutorials' single run): n = 1, no sd or interval, no paired verdict."""
+    from descent.judge import spread
+
+    assert spread([0.25], 7, 0.25) == {"mean": 0.25, "n": 1}
+    seeds = {"gd": [{"diverged": False, "final_loss": 0.3}],
+             "sgd": [{"diverged": False, "final_loss": 0.2}]}
+    assert compare_pair("gd", "sgd", seeds, 7)["n"] == 1
