@@ -1,8 +1,9 @@
 """Figures recorded at the precision their computation supports.
 
-Training in float32 agrees between CPUs to about 7 significant digits (the last bits of a
-float32 sum depend on the instruction set); float64 results to about 12. Recording more
-digits than that makes every rerun on another machine "change" every metric.
+A float32 run carries about 7 significant digits, a float64 one about 12. The compiled CPU
+engine gives the same bits on any x86-64 CPU, but the torch engines (another summation order
+on a GPU) agree with it only to about those digits: recording more would make a rerun there
+"change" every metric.
 """
 from __future__ import annotations
 
