@@ -71,6 +71,9 @@ def stage_env(airfoil: Path) -> dict[str, str]:
     env = dict(os.environ, **GIT_IDENTITY, AIRFOIL_SOURCE=str(airfoil))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("DVC_STAGE", None)
+    # As in a user's terminal, not inside `make test`: a nested make prints "Entering directory".
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
+        env.pop(name, None)
     return env
 
 
