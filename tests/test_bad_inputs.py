@@ -287,8 +287,9 @@ def test_a_refused_run_through_dvc_removes_no_output(project, env, case):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error [")]
     assert len(errors) == 1 and errors[0].startswith("error [check]: "), result.stderr
     assert words in errors[0], errors[0]
+    # Each output there before is there, unchanged (`dvc exp run` may restore a missing one).
     assert {name: hashlib.sha256((project / name).read_bytes()).hexdigest()
-            for name in EVERY_OUTPUT if (project / name).exists()} == before
+            if (project / name).exists() else None for name in before} == before
 
 
 @pytest.mark.parametrize("stage, damaged, writer", [
