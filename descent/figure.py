@@ -89,16 +89,19 @@ def place_note(axis, text: str, colour: str, renderer) -> None:
     """Write `text` inside `axis` where it covers no curve (and, if it can, no band)."""
     note = axis.text(0, 0, text, transform=axis.transAxes, color=colour, fontsize=FONT,
                      gid="note")
+
+    def put(spot) -> None:
+        xy, horizontal, vertical = spot
+        note.set_position(xy)
+        note.set_horizontalalignment(horizontal)
+        note.set_verticalalignment(vertical)
+
     for bands in (True, False):
-        for xy, horizontal, vertical in SPOTS:
-            note.set_position(xy)
-            note.set_horizontalalignment(horizontal)
-            note.set_verticalalignment(vertical)
+        for spot in SPOTS:
+            put(spot)
             if not covered(axis, note.get_window_extent(renderer), renderer, bands):
                 return
-    note.set_position(SPOTS[0][0])  # nowhere is free: the test of the figure says so
-    note.set_horizontalalignment(SPOTS[0][1])
-    note.set_verticalalignment(SPOTS[0][2])
+    put(SPOTS[0])  # nowhere is free: the test of the figure says so
 
 
 def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
