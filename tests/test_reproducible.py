@@ -8,7 +8,6 @@ is first shown to change some float here (a variable that changes nothing proves
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
