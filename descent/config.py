@@ -29,6 +29,7 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 AIRFOIL_CSV = "data/prepared/airfoil.csv"
 AIRFOIL_FEATURES = 5
 SYNTHETIC_DIR = "data/synthetic"
+CUSTOM_DIR = "data/custom"  # your own CSVs: a dep of the stages that read data
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,20 @@ class Config:
     def steps(self, variant: str, recipe: str) -> Steps:
         return self.variants[variant][recipe]
 
+    def fingerprint(self, variant: str, recipe: str) -> str:
+        """A digest of every param that shapes a (recipe, variant)'s runs, recorded with
+        them: a stage reading the runs refuses ones trained under other params."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        shaping = {"seed": self.seed, "seeds": self.seeds, "dtype": self.dtype,
+                   "train": asdict(self.train), "recipe": asdict(self.recipes[recipe]),
+                   "steps": asdict(self.steps(variant, recipe)),
+                   "batch_size": self.batch_size if variant == "minibatch" else None}
+        text = json.dumps(shaping, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def n_features(self, recipe: Recipe) -> int | None:
         """Features of a recipe's data when the config fixes them (airfoil, synthetic)."""
         return _n_features(recipe.data, self.synthetic)
@@ -176,8 +191,8 @@ def load(path: Path = PARAMS_FILE) -> Config:
 
 
 # --- validation helpers: each raises one line naming key, value, rule and fix -----------
-def _fail(key: str, value: Any, rule: str) -> UserError:
-    return UserError(f"params.yaml: {key} is {value!r}, but it {rule}; fix it in params.yaml")
+def _fail(key: str, value: Any, rule: str, fix: str = "fix it in params.yaml") -> UserError:
+    return UserError(f"params.yaml: {key} is {value!r}, but it {rule}; {fix}")
 
 
 def _section(node: Any, key: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
@@ -351,12 +366,19 @@ def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]
         data = spec["data"]
         if not isinstance(data, str) or not data.endswith(".csv") or Path(data).is_absolute() \
                 or ".." in Path(data).parts:
-            raise _fail(f"{key}.data", data, "must be a .csv path inside the project (e.g. "
-                        f"{AIRFOIL_CSV} or {SYNTHETIC_DIR}/<set>.csv)")
+            raise _fail(f"{key}.data", data, f"must be a .csv path inside the project: "
+                        f"{AIRFOIL_CSV}, {SYNTHETIC_DIR}/<set>.csv or {CUSTOM_DIR}/<file>.csv")
         if _synthetic_name(data) not in (None, *synthetic):
             raise _fail(f"{key}.data", data, f"names a synthetic set that `synthetic:` does "
-                        f"not define (sets: {', '.join(synthetic) or 'none'}); add the set "
-                        "or fix the path")
+                        f"not define (sets: {', '.join(synthetic) or 'none'})",
+                        "add the set or fix the path in params.yaml")
+        # Only these folders are deps of the stages that read data (dvc.yaml): a file
+        # elsewhere could change without DVC rerunning anything.
+        if data != AIRFOIL_CSV and _synthetic_name(data) is None and \
+                Path(data).parts[:2] != tuple(CUSTOM_DIR.split("/")):
+            raise _fail(f"{key}.data", data, f"is outside {CUSTOM_DIR}/, the folder DVC "
+                        "watches for your own data", f"move the file into {CUSTOM_DIR}/ and "
+                        "point the recipe there")
         loss = LOSSES[_choice(spec["loss"], f"{key}.loss", tuple(LOSSES))]
         gradient = spec.get("gradient_loss", loss.name)
         recipe = Recipe(

@@ -77,19 +77,39 @@ def generate(spec: SyntheticSet) -> tuple[np.ndarray, np.ndarray]:
     n, p = spec.n_rows, len(spec.weights)
     rng = np.random.default_rng(spec.seed)
     kind, a, b = spec.features.kind, spec.features.a, spec.features.b
-    if kind == "grid":  # a, a + b, a + 2b, ...: the same evenly spaced grid per feature
-        features = np.repeat((a + b * np.arange(n))[:, None], p, axis=1)
-    elif kind == "uniform":
-        features = rng.uniform(a, b, size=(n, p))
-    else:
-        features = rng.normal(a, b, size=(n, p))
-    # X w column by column (elementwise IEEE products and sums, the same bits on every CPU;
-    # a BLAS product's order and fused multiply-adds depend on the CPU's kernel).
-    target = features[:, 0] * spec.weights[0]
-    for j in range(1, p):
-        target = target + features[:, j] * spec.weights[j]
-    target = target + spec.bias + spec.noise_std * rng.standard_normal(n)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        if kind == "grid":  # a, a + b, a + 2b, ...: the same evenly spaced grid per feature
+            features = np.repeat((a + b * np.arange(n))[:, None], p, axis=1)
+        elif kind == "uniform":
+            try:
+                features = rng.uniform(a, b, size=(n, p))
+            except OverflowError:  # high - low beyond float64
+                raise UserError(f"params.yaml: synthetic.{spec.name}.features spans "
+                                f"{a:g} to {b:g}, wider than float64 holds; narrow "
+                                "it") from None
+        else:
+            features = rng.normal(a, b, size=(n, p))
+        # X w column by column (elementwise IEEE products and sums, the same bits on every
+        # CPU; a BLAS product's order and fused multiply-adds depend on the CPU's kernel).
+        target = features[:, 0] * spec.weights[0]
+        for j in range(1, p):
+            target = target + features[:, j] * spec.weights[j]
+        target = target + spec.bias + spec.noise_std * rng.standard_normal(n)
+    check_magnitude(np.c_[features, target], f"synthetic.{spec.name}",
+                    f"use smaller features, weights, bias or noise_std in synthetic.{spec.name}")
     return features, target
+
+
+# Squares of the values are summed (the loss, the closed form's normal equations): beyond
+# this magnitude they overflow float64 on a large set.
+LARGEST_VALUE = 1e150
+
+
+def check_magnitude(values: np.ndarray, what: str, fix: str) -> None:
+    largest = float(np.max(np.abs(values))) if values.size else 0.0
+    if not largest <= LARGEST_VALUE:  # also catches inf and NaN
+        raise UserError(f"{what} has values up to {largest:.3g}, beyond {LARGEST_VALUE:g}: "
+                        f"their squares (the loss) overflow float64; {fix}")
 
 
 def truth(spec: SyntheticSet) -> dict:
@@ -122,6 +142,13 @@ def load_dataset(path: Path, n_features: int | None = None, key: str = "") -> \
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise UserError(f"{name}{where} is not a CSV table ({type(error).__name__}); point "
                         "it at a comma-separated file with a header row") from None
+    # pandas makes an extra field on every row the index (header without it), or an all-empty
+    # "Unnamed" column (header with it): a comma at the end of each line.
+    unnamed = [column for column in table.columns if str(column).startswith("Unnamed: ")]
+    if not table.index.equals(pd.RangeIndex(len(table))) or \
+            (unnamed and table[unnamed].isna().all().all()):
+        raise UserError(f"{name}{where} has one field more on each row than its header names "
+                        "(a comma at the end of every line?); remove the trailing commas")
     if table.shape[1] < 2:
         raise UserError(f"{name}{where} has {table.shape[1]} column; a prepared CSV has "
                         "comma-separated feature columns then the target, with a header "
@@ -133,9 +160,12 @@ def load_dataset(path: Path, n_features: int | None = None, key: str = "") -> \
         values = table.to_numpy(dtype=np.float64)
     except (ValueError, TypeError):
         raise UserError(f"{name}{where} has non-numeric values; fix the file") from None
-    if len(values) < 1 or not np.isfinite(values).all():
-        raise UserError(f"{name}{where} has no rows or missing/non-finite values; fix the "
-                        "file")
+    if len(values) < 2:
+        raise UserError(f"{name}{where} has {len(values)} data row(s); a fit needs at least "
+                        "2, add rows")
+    if not np.isfinite(values).all():
+        raise UserError(f"{name}{where} has missing or non-finite values; fix the file")
+    check_magnitude(values, f"{name}{where}", "rescale the data")
     return values[:, :-1], values[:, -1]
 
 
@@ -145,6 +175,10 @@ def load_recipe_data(config: Config, recipe: Recipe) -> tuple[np.ndarray, np.nda
         stage = "prepare" if recipe.data == AIRFOIL_CSV else "synthesize"
         raise UserError(f"{recipe.data} is not built yet; run `dvc repro {stage}` (or "
                         "`dvc repro`) first")
+    if path.exists() and not path.resolve().is_relative_to(ROOT.resolve()):
+        raise UserError(f"{recipe.data} (set by recipes.{recipe.name}.data) links to "
+                        f"{path.resolve()}, outside the project, where DVC does not track it; "
+                        "copy the file into the project instead")
     return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data")
 
 

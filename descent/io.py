@@ -1,6 +1,8 @@
 """User errors, the stage entry point, and files written atomically as strict JSON/CSV."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
@@ -67,14 +69,23 @@ def _alive(pid: int) -> bool:
 
 
 def cli(main: Callable[..., Any]) -> Callable[[], None]:
-    """Wrap a stage's main: a UserError becomes one line on stderr and exit 1."""
+    """Wrap a stage's main: its outputs appear all together or not at all, and a UserError
+    (or a full disk, an unwritable folder) becomes one line on stderr and exit 1."""
 
     @functools.wraps(main)
     def run() -> None:
         _end_with_parent()
-        _clean_stale_temporaries()
         try:
-            main(*sys.argv[1:])
+            claim_workspace()
+            _clean_stale_temporaries()
+            with all_or_none():
+                main(*sys.argv[1:])
+        except OSError as error:
+            if error.errno not in UNWRITABLE:
+                raise
+            stage = os.environ.get("DVC_STAGE") or Path(sys.argv[0]).stem
+            print(f"error [{stage}]: {unwritable(error)}", file=sys.stderr)
+            sys.exit(1)
         except UserError as error:
             stage = os.environ.get("DVC_STAGE") or Path(sys.argv[0]).stem
             print(f"error [{stage}]: {error}", file=sys.stderr)
@@ -91,6 +102,90 @@ def relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+# Errors of the file system, not of the code: each gets one line naming what to fix.
+UNWRITABLE = {errno.ENOSPC: "free some space and rerun",
+              errno.EDQUOT: "free some space (disk quota) and rerun",
+              errno.EACCES: "give yourself write access (chmod u+w) and rerun",
+              errno.EPERM: "give yourself write access (chmod u+w) and rerun",
+              errno.EROFS: "run from a writable copy of the project"}
+
+
+def unwritable(error: OSError) -> str:
+    name = error.filename2 or error.filename  # a rename names its target second
+    where = f"{relative(Path(name))}: " if name else ""
+    return (f"{where}{error.strerror or os.strerror(error.errno)}; {UNWRITABLE[error.errno]} "
+            "(the earlier outputs are unchanged)")
+
+
+# --- one writer per workspace ------------------------------------------------------------
+# Two `dvc repro`/`dvc exp run` in one workspace at once interleave their stages: one run's
+# dvc.lock ends up describing the other's outputs. DVC does not stop it, so each stage
+# claims the workspace for the dvc process that runs it.
+WORKSPACE_LOCK = ROOT / ".dvc" / "tmp" / "descent-workspace.lock"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (with its pid, an identity that pid reuse cannot fake)."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat else None
+
+
+def run_owner() -> str | None:
+    """'<pid> <start time>' of the dvc process running this stage (else of this process);
+    None where /proc does not exist (then no claim is made)."""
+    pid = os.getpid()
+    if _proc_stat(pid) is None:
+        return None
+    while pid > 1:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+        except OSError:
+            break
+        if any(Path(arg.decode(errors="replace")).name == "dvc" for arg in argv):
+            return f"{pid} {_started(pid)}"
+        stat = _proc_stat(pid)
+        if stat is None:
+            break
+        pid = int(stat[1])
+    return f"{os.getpid()} {_started(os.getpid())}"
+
+
+def claim_workspace() -> None:
+    """Refuse to run beside another live dvc run (or stage) in this workspace."""
+    owner = run_owner()
+    if owner is None:
+        return
+    WORKSPACE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        mine = WORKSPACE_LOCK.with_name(f"{WORKSPACE_LOCK.name}.{os.getpid()}")
+        mine.write_text(owner)
+        try:
+            os.link(mine, WORKSPACE_LOCK)  # created with its content, or not at all
+            return
+        except FileExistsError:
+            held = WORKSPACE_LOCK.read_text() if WORKSPACE_LOCK.exists() else ""
+        finally:
+            mine.unlink(missing_ok=True)
+        if held == owner:
+            return
+        pid, _, started = held.partition(" ")
+        if pid.isdigit() and started and _started(int(pid)) == started:
+            raise UserError(f"another dvc run (pid {pid}) is running in this workspace; "
+                            "wait for it to end, or queue this one (`dvc exp run --queue`, "
+                            "then `dvc queue start`): queued runs get their own copy")
+        WORKSPACE_LOCK.unlink(missing_ok=True)  # its run has ended
+    raise UserError(f"could not claim {relative(WORKSPACE_LOCK)}; remove it and rerun")
+
+
+# --- writing outputs -----------------------------------------------------------------------
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -100,8 +195,33 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
+# (temporary, output) pairs written inside `all_or_none`, renamed when it ends
+_pending: list[tuple[Path, Path]] | None = None
+
+
+@contextlib.contextmanager
+def all_or_none():
+    """The outputs written inside appear together when it ends without error, else none
+    does: a stage never leaves one new output beside an old one (a mixed set)."""
+    global _pending
+    _pending = []
+    try:
+        yield
+        for _, path in _pending:  # a folder we cannot write fails here, before any rename
+            if not os.access(path.parent, os.W_OK) or \
+                    (path.exists() and not os.access(path, os.W_OK)):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        for tmp, path in _pending:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in _pending:
+            tmp.unlink(missing_ok=True)
+        _pending = None
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file, then rename it to path.
+    """Call write(tmp) on a temporary file, then rename it to path (inside `all_or_none`:
+    when it ends).
 
     A crash or error midway leaves the previous file (if any) untouched, and no temporary
     inside an output folder that DVC or git would see.
@@ -116,9 +236,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; give the usual mode
+        if _pending is not None:
+            _pending.append((tmp, path))
+            return
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.config import VARIANTS
+from descent.config import VARIANTS, batch_size
 from descent.io import ROOT, UserError, damaged, read_json
 from descent.numbers import DIGITS, significant
 
@@ -36,29 +36,69 @@ def load_closed_form(recipes) -> dict[str, dict]:
     return optima
 
 
+def unique(optimum: dict) -> bool:
+    """Whether the data have one minimum (features of full rank), so that distances to the
+    closed-form parameters mean something."""
+    return optimum["rank"] == len(optimum["weights"])
+
+
 def as_metrics(optimum: dict, digits: int) -> dict:
     """Weights as w1, w2, ... keys: DVC's metric tables show numbers, not lists."""
     weights = {f"w{i + 1}": significant(value, digits)
                for i, value in enumerate(optimum["weights"])}
+    note = {} if unique(optimum) else {"rank_deficient": (
+        f"rank {optimum['rank']} of {len(optimum['weights'])} features: the minimum loss "
+        "is reached on a line or plane of parameters; runs are judged by loss only")}
     return {"loss": significant(optimum["loss"], digits),
-            "bias": significant(optimum["bias"], digits), **weights}
+            "bias": significant(optimum["bias"], digits), **weights, **note}
 
 
-def spread(values, digits: int, scale: float) -> dict:
-    """Mean, standard deviation and 95 % confidence interval of the mean (Student t), over
-    runs; rounded to `digits` significant digits of `scale` (the figures' magnitude)."""
-    from scipy.special import stdtrit  # Student t quantile; scipy.stats costs 0.4 s more
+def spread(values, digits: int, scale: float, signed: bool = False) -> dict:
+    """Mean, standard deviation and 95 % confidence interval of the mean over runs, rounded
+    to `digits` significant digits of `scale` (the figures' magnitude).
 
+    The interval of a signed quantity (a paired difference) is Student t's. A loss, a
+    distance or a count is positive and often skewed (a few seeds far out): Student t's
+    symmetric interval can then reach below 0, so theirs is the percentile bootstrap's,
+    which stays inside the values' range.
+    """
     values = np.asarray(values, dtype=float)
     n, mean = len(values), float(np.mean(values))
     result = {"mean": significant(mean, digits, scale), "n": n}
     if n >= 2:
         sd = float(np.std(values, ddof=1))
-        half = float(stdtrit(n - 1, 0.975)) * sd / np.sqrt(n)
+        low, high = t_interval(values) if signed else bootstrap_interval(values)
         result.update(sd=significant(sd, digits, scale),
-                      ci95_low=significant(mean - half, digits, scale),
-                      ci95_high=significant(mean + half, digits, scale))
+                      ci95_low=significant(low, digits, scale),
+                      ci95_high=significant(high, digits, scale))
     return result
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float]:
+    from scipy.special import stdtrit  # Student t quantile; scipy.stats costs 0.4 s more
+
+    mean, n = float(np.mean(values)), len(values)
+    half = float(stdtrit(n - 1, 0.975)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+RESAMPLES = 4000   # the 2.5 % and 97.5 % quantiles of 4000 means: ~1 % of their spread
+BLOCK = 1 << 22    # values resampled at once (32 MiB)
+
+
+def bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean, from a fixed seed (the same figures
+    every run). Each resample's sum is a running sum in index order (np.cumsum), not a
+    SIMD-width-dependent reduction, so the bits are the same on every CPU."""
+    rng = np.random.default_rng(0)
+    n = len(values)
+    means = np.empty(RESAMPLES)
+    rows = max(1, BLOCK // n)
+    for start in range(0, RESAMPLES, rows):
+        picks = rng.integers(0, n, size=(min(rows, RESAMPLES - start), n))
+        means[start:start + len(picks)] = np.cumsum(values[picks], axis=1)[:, -1] / n
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def distance(a, b) -> float:
@@ -74,9 +114,12 @@ def seed_figures(run: dict, losses: np.ndarray, examples: np.ndarray, optimum: d
     weights, bias = np.array(run["weights"]), run["bias"]
     figures: dict[str, Any] = {
         "diverged": False, "final_loss": run["loss"],
-        "excess_loss": run["loss"] - optimum["loss"],
-        "weights_distance": distance(weights, optimum["weights"]),
-        "bias_distance": abs(bias - optimum["bias"])}
+        "excess_loss": run["loss"] - optimum["loss"]}
+    if not unique(optimum):  # parameters at the minimum are not unique: no distance to them
+        truth = None
+    else:
+        figures["weights_distance"] = distance(weights, optimum["weights"])
+        figures["bias_distance"] = abs(bias - optimum["bias"])
     if truth is not None:
         figures["true_weights_distance"] = distance(weights, truth["weights"])
         figures["true_bias_distance"] = abs(bias - truth["bias"])
@@ -89,14 +132,25 @@ SPREAD_FIGURES = ("final_loss", "excess_loss", "weights_distance", "bias_distanc
                   "true_weights_distance", "true_bias_distance")
 
 
+def target_loss(optimum: float, initial: list[float], target_excess: float, dtype: str
+                ) -> float:
+    """The loss a run must reach: within target_excess of the optimum, relative to the
+    optimum or, when that is near 0 (noise-free data), to the starting loss times the
+    dtype's resolution eps (a loss 1/eps below its start is as low as training in that
+    dtype resolves), so that a noise-free set has a reachable target."""
+    floor = float(np.finfo(dtype).eps) * float(np.mean(initial))
+    return optimum + target_excess * max(optimum, floor)
+
+
 def judge(result: dict, curves: dict, optimum: dict, truth: dict | None,
-          target_excess: float, digits: int) -> tuple[dict, list[dict]]:
+          target_excess: float, digits: int, dtype: str) -> tuple[dict, list[dict]]:
     """A (recipe, variant)'s metrics over its seeds, and each seed's figures.
 
     Spreads are over the runs that did not diverge; `diverged_fraction` says how many did,
     and a figure no run reached reads "diverged" or "not reached", never NaN or null.
     """
-    target = optimum["loss"] * (1 + target_excess)
+    target = target_loss(optimum["loss"], [run["initial_loss"] for run in result["runs"]],
+                         target_excess, dtype)
     seeds = [seed_figures(run, curves["losses"][r], curves["examples"], optimum, truth, target)
              for r, run in enumerate(result["runs"])]
     sound = [figures for figures in seeds if not figures["diverged"]]
@@ -110,7 +164,7 @@ def judge(result: dict, curves: dict, optimum: dict, truth: dict | None,
     loss_scale = np.mean([f["final_loss"] for f in sound]) if sound else 1.0
     parameter_scale = max(np.abs(np.r_[optimum["weights"], optimum["bias"]]).max(), 1e-300)
     for key in SPREAD_FIGURES:
-        if truth is None and key.startswith("true_"):
+        if sound and key not in sound[0]:  # no truth, or no unique minimum
             continue
         scale = parameter_scale if key.endswith("distance") else loss_scale
         metrics[key] = spread([f[key] for f in sound], digits, scale) if sound else DIVERGED
@@ -136,7 +190,7 @@ def compare_pair(first: str, second: str, seeds: dict[str, list[dict]], digits: 
     if len(pairs) < 2:
         return {"n": len(pairs), "lower": "too few runs that did not diverge"}
     losses = np.array(pairs)
-    difference = spread(losses[:, 0] - losses[:, 1], digits, losses.mean())
+    difference = spread(losses[:, 0] - losses[:, 1], digits, losses.mean(), signed=True)
     lower = first if difference["ci95_high"] < 0 else second if difference["ci95_low"] > 0 \
         else "no clear difference"
     return {"difference": difference, "lower": lower}
@@ -192,6 +246,36 @@ def recipe_curves(curves, recipe: str) -> dict[str, np.ndarray]:
     return {key: curves[f"{recipe}/{key}"] for key in ("updates", "examples", "losses")}
 
 
+def check_current(config, variant: str, results: dict, curves) -> None:
+    """Refuse runs written under other params than params.yaml's (a stage run by hand
+    after an edit, or two dvc runs at once): judged, they would be reported as this
+    config's."""
+    written = f"metrics/train/{variant}.json"
+    for name in config.recipes:
+        if name not in results["recipes"]:
+            raise UserError(f"{written} has no result for recipe '{name}'; run "
+                            f"`dvc repro train@{variant}`")
+    setup = results.get("setup", {})
+    for name in config.recipes:
+        result, steps = results["recipes"][name], config.steps(variant, name)
+        now = {"seed": config.seed, "seeds": config.seeds, "dtype": config.dtype,
+               f"variants.{variant}.{name}.lr": steps.lr,
+               f"variants.{variant}.{name}.epochs": steps.epochs,
+               "batch_size": batch_size(config, variant, result["examples"])}
+        then = {"seed": setup.get("seed"), "seeds": len(result["runs"]),
+                "dtype": setup.get("dtype"), f"variants.{variant}.{name}.lr": result["lr"],
+                f"variants.{variant}.{name}.epochs": result["epochs"],
+                "batch_size": result["batch_size"]}
+        changed = [key for key in now if now[key] != then[key]]
+        if not changed and result.get("params") != config.fingerprint(variant, name):
+            changed = [f"recipes.{name} or train"]
+        if changed or len(curves.get(f"{name}/losses", ())) != len(result["runs"]):
+            key = changed[0] if changed else "seeds"
+            was = f" ({then[key]} there, {now[key]} in params.yaml)" if key in now else ""
+            raise UserError(f"{written} was trained under other params: {key} changed"
+                            f"{was}; run `dvc repro` to retrain what changed")
+
+
 @dataclass
 class Judgement:
     """Everything stage `evaluate` writes, keyed by recipe then variant."""
@@ -208,6 +292,8 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
 
     digits = DIGITS[config.dtype]
     trained = {variant: load_trained(variant) for variant in VARIANTS}
+    for variant, (results, curves, _) in trained.items():
+        check_current(config, variant, results, curves)
     out = Judgement({}, {}, {}, {}, {})
     for name, recipe in config.recipes.items():
         optimum = optima[name]
@@ -217,12 +303,10 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
         out.headline[name], out.per_seed[name], out.speeds[name] = {}, {}, {}
         seeds, frames = {}, []
         for variant, (results, curves, timings) in trained.items():
-            if name not in results["recipes"]:
-                raise UserError(f"train@{variant} has no result for recipe '{name}'; "
-                                f"run `dvc repro train@{variant}`")
             result, curve = results["recipes"][name], recipe_curves(curves, name)
             metrics[variant], seeds[variant] = judge(result, curve, optimum, truth,
-                                                     config.target_excess, digits)
+                                                     config.target_excess, digits,
+                                                     config.dtype)
             final = metrics[variant]["final_loss"]
             out.headline[name][variant] = final if final == DIVERGED else final["mean"]
             out.per_seed[name][variant] = {"seed": [run["seed"] for run in result["runs"]],

@@ -32,8 +32,10 @@ def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) ->
     for j in range(features.shape[1]):  # elementwise, in column order: no BLAS
         residuals += features[:, j] * theta[j]
     loss = loss_scale * math.fsum(residuals * residuals) / len(targets)
+    # rank: of the centred features. Below their number, many parameters share the minimum
+    # loss and scikit-learn's (the minimum-norm one) is only one of them.
     return {"loss": loss, "weights": theta[:-1].tolist(), "bias": float(theta[-1]),
-            "digits": digits}
+            "digits": digits, "rank": int(model.rank_)}
 
 
 def solution_digits(features: np.ndarray, targets: np.ndarray) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from descent.config import AIRFOIL_CSV, LOSSES, VARIANTS, Config, Recipe, read_yaml
 from descent.io import ROOT, UserError, read_json, write_text
-from descent.judge import load_runs
+from descent.judge import check_current, load_runs
 from descent.numbers import DIGITS, significant
 
 PUBLISHED = ROOT / "data/published.yaml"
@@ -124,6 +124,7 @@ def build(config: Config, evaluation: dict) -> tuple[list[dict], str]:
     runs, curves = {}, {}
     for variant in VARIANTS:
         runs[variant], curves[variant] = load_runs(variant)
+        check_current(config, variant, runs[variant], curves[variant])
     rows, lines = [], ["| experiment | recipe · variant | quantity | published | this pipeline: "
                        "mean ± sd over seeds | z of published |", "|---|---|---|---|---|---|"]
     for experiment in published:

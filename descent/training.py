@@ -10,7 +10,9 @@ import numpy as np
 from descent.config import Config, Init, Recipe, batch_size
 from descent.engine import (Plan, Runs, Schedule, make_schedule, memory_needed,
                             total_updates, train_runs)
-from descent.limits import check_memory, check_work
+from descent.io import UserError
+from descent.limits import (ANNOUNCE_SECONDS, LOOP_SECONDS_PER_UPDATE, check_memory,
+                            check_work)
 from descent.numbers import significant
 
 
@@ -43,16 +45,41 @@ def plan_of(config: Config, recipe: Recipe, variant: str, n_examples: int) -> Pl
                 blowup=config.train.blowup)
 
 
-def check_fits(config: Config, recipe: Recipe, variant: str, n_examples: int,
-               n_features: int) -> None:
-    """Refuse, before any work, runs whose memory or number of updates cannot fit."""
+def check_fits(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
+               targets: np.ndarray) -> None:
+    """Refuse, before any work, runs whose numbers, memory or number of updates cannot fit."""
+    n_examples, n_features = features.shape
     plan = plan_of(config, recipe, variant, n_examples)
     where = f"{variant} on recipe {recipe.name}"
+    largest = float(np.finfo(config.dtype).max)
+    if plan.lr > largest:
+        raise UserError(f"params.yaml: variants.{variant}.{recipe.name}.lr is {plan.lr:g}, "
+                        f"beyond {config.dtype}'s range ({largest:.3g}); lower it")
+    data = max(float(np.max(np.abs(features))), float(np.max(np.abs(targets))))
+    if data > largest:
+        raise UserError(f"{recipe.data} (recipe {recipe.name}) has values up to {data:.3g}, "
+                        f"beyond {config.dtype}'s range ({largest:.3g}); rescale the data or "
+                        "set dtype: float64")
     fix = f"lower variants.{variant}.{recipe.name}.epochs"
     check_work(where, total_updates(plan) * config.seeds, f"{fix} (or seeds)")
     itemsize = 4 if config.dtype == "float32" else 8
     check_memory(where, memory_needed(n_examples, n_features, plan, itemsize, config.seeds),
                  f"{fix}, lower seeds, or raise train.log_every")
+
+
+def slow_loop_notice(config: Config, variant: str, datasets: dict) -> str:
+    """With engine `loop` (the tutorials' literal loop, ~10^4 times the compiled kernel's
+    cost an update), a line saying how long it will take at least, when that is long."""
+    if config.train.engine != "loop":
+        return ""
+    updates = sum(total_updates(plan_of(config, recipe, variant, len(datasets[name][1])))
+                  for name, recipe in config.recipes.items())
+    seconds = updates * config.seeds * LOOP_SECONDS_PER_UPDATE
+    if seconds <= ANNOUNCE_SECONDS:
+        return ""
+    return (f"notice: engine loop will take at least {seconds / 60:.0f} min for {variant} "
+            f"({updates * config.seeds:.3g} updates at ~{LOOP_SECONDS_PER_UPDATE * 1e6:.0f} "
+            "µs); engine compiled takes seconds (`-S train.engine=auto`)")
 
 
 @dataclass

@@ -26,8 +26,10 @@ def main(variant: str = "") -> None:
     from descent.numbers import DIGITS
 
     for recipe in config.recipes.values():  # refuse what cannot fit before any work
-        features, _ = datasets[recipe.name]
-        training.check_fits(config, recipe, variant, *features.shape)
+        training.check_fits(config, recipe, variant, *datasets[recipe.name])
+    notice = training.slow_loop_notice(config, variant, datasets)
+    if notice:
+        print(notice, flush=True)
     device = resolve_device(config.device)
     from tqdm import tqdm
 
@@ -37,7 +39,8 @@ def main(variant: str = "") -> None:
         with tqdm(desc=f"{variant} {recipe.name}", unit="upd", delay=1.0, leave=False) as bar:
             seeded = training.descend(config, recipe, variant, features, targets, device,
                                       config.seed_list, progress=bar.update)
-        results[recipe.name] = training.summary(seeded, DIGITS[config.dtype])
+        results[recipe.name] = {**training.summary(seeded, DIGITS[config.dtype]),
+                                "params": config.fingerprint(variant, recipe.name)}
         timings[recipe.name] = training.timing(seeded)
         arrays.update({f"{recipe.name}/{key}": value
                        for key, value in training.curves(seeded).items()})

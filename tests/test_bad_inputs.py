@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,9 @@ PARAMS_CASES = {
                        "device 'cuda:7' requested but"),
     "recipe path outside": ("train", "data: data/prepared/airfoil.csv",
                             "data: ../../etc/passwd.csv", "must be a .csv path inside"),
+    # A file DVC does not watch could change without rerunning anything.
+    "custom data outside data/custom": ("train", "data: data/prepared/airfoil.csv",
+                                        "data: mine.csv", "move the file into data/custom/"),
     "recipe named like a path": ("train", "  airfoil:                   #",
                                  "  ../../x:                   #", "names may use letters"),
     "unknown synthetic set": ("train", "data: data/synthetic/line_minus5x.csv",
@@ -96,6 +100,22 @@ PARAMS_CASES = {
     "n_train above rows": ("prepare", "n_train: 1500", "n_train: 2000",
                            "prepare.n_train is 2000 but airfoil_self_noise.dat has only 1503"),
     "broken yaml": ("evaluate", "recipes:\n", "recipes: [\n", "params.yaml is not valid YAML"),
+    # Inputs written under other params (a stage run by hand after an edit, or two runs at
+    # once): judged, they would be reported as this config's.
+    "fewer seeds than trained": ("evaluate", "seeds: 16", "seeds: 4",
+                                 "seeds changed (16 there, 4 in params.yaml)"),
+    "a recipe changed since training": ("evaluate", "shuffle: false", "shuffle: true",
+                                        "recipes.line_minus5x or train changed"),
+    "report on stale runs": ("report", "batch_size: 10", "batch_size: 20",
+                             "batch_size changed (10 there, 20 in params.yaml)"),
+    # Numbers beyond what the arithmetic holds: refused with the figure, not a traceback.
+    "features wider than float64": ("synthesize", "{kind: uniform, low: 0.0, high: 1.0}",
+                                    "{kind: uniform, low: -1.0e+308, high: 1.0e+308}",
+                                    "wider than float64 holds"),
+    "weights whose squares overflow": ("synthesize", "weights: [-5.0]", "weights: [1.0e+300]",
+                                       "their squares (the loss) overflow float64"),
+    "lr beyond float32": ("train", "airfoil: {lr: 1.0, epochs: 6}",
+                          "airfoil: {lr: 1.0e+308, epochs: 6}", "beyond float32's range"),
 }
 
 
@@ -130,25 +150,41 @@ DATA_FILES = {
     "an empty file": (lambda p: p.write_text(""), "is empty"),
     "a binary file": (lambda p: p.write_bytes(bytes(range(256)) * 8), "not a CSV table"),
     "the raw tab-separated file": (
-        lambda p: p.write_bytes((p.parent / "data/raw/airfoil_self_noise.dat").read_bytes()),
+        lambda p: p.write_bytes((p.parents[2] / "data/raw/airfoil_self_noise.dat").read_bytes()),
         "is it the raw tab-separated file?"),
-    "wrong columns": (lambda p: p.write_text("a,b\n1,2\n"), "has 2 columns but 5 features"),
+    "wrong columns": (lambda p: p.write_text("a,b\n1,2\n3,4\n"), "has 2 columns but 5 features"),
     "text values": (lambda p: p.write_text("a,b,c,d,e,y\n1,2,3,4,x,6\n"), "non-numeric"),
     "nothing there": (lambda p: None, "does not exist; check the path"),
+    "one row": (lambda p: p.write_text("a,b,c,d,e,y\n1,2,3,4,5,6\n"), "has 1 data row(s)"),
+    "a comma ending every row": (lambda p: p.write_text("a,b,c,d,e,y\n1,2,3,4,5,6,\n"
+                                                        "2,3,4,5,6,7,\n"), "trailing commas"),
+    "a comma ending every line": (lambda p: p.write_text("a,b,c,d,e,y,\n1,2,3,4,5,6,\n"
+                                                         "2,3,4,5,6,7,\n"), "trailing commas"),
+    "a link out of the project": (lambda p: link_outside(p), "outside the project"),
+    "values whose squares overflow": (lambda p: p.write_text("a,b,c,d,e,y\n1,2,3,4,5,6\n"
+                                                             "2,3,4,5,1e200,7\n"),
+                                      "their squares (the loss) overflow float64"),
 }
+
+
+def link_outside(path: Path) -> None:
+    """path: a link to a good CSV beside the project, where DVC would not see it change."""
+    outside = path.parents[2].parent / "outside.csv"
+    outside.write_text("a,b,c,d,e,y\n1,2,3,4,5,6\n2,3,4,5,6,8\n")
+    path.symlink_to(outside)
 
 
 @pytest.mark.parametrize("case", DATA_FILES)
 def test_bad_recipe_data_is_found_before_training(project, env, case):
     make, words = DATA_FILES[case]
-    make(project / "mine.csv")
-    edit(project, "data: data/prepared/airfoil.csv", "data: mine.csv")
+    make(project / "data/custom/mine.csv")
+    edit(project, "data: data/prepared/airfoil.csv", "data: data/custom/mine.csv")
     if case == "wrong columns":  # a custom file has no known width: the init list gives it
         edit(project, "init: {weights: {normal_std: 0.01}, bias: 0.0}\n    shuffle: true\n  "
                       "airfoil_concise",
              "init: {weights: [0.0, 0.0, 0.0, 0.0, 0.0], bias: 0.0}\n    shuffle: true\n  "
              "airfoil_concise")
-        words = "lists 5 numbers but mine.csv has 1 features"
+        words = "lists 5 numbers but data/custom/mine.csv has 1 features"
     for stage in (["train", "sgd"], ["solve"]):  # both read every recipe's data first
         line = one_clear_line(project, env, *stage)
         assert words in line and "recipes.airfoil." in line, line  # names the key to fix
@@ -251,6 +287,13 @@ EVERY_OUTPUT = OUTPUTS + ["metrics/train/sgd.json", "metrics/train/minibatch.jso
                           "metrics/reference.json", "plots/seconds/airfoil.csv"]
 
 
+def present_outputs(project: Path) -> dict[str, str]:
+    """Every output there (an earlier case, the killed dvc, may have removed some), by
+    content."""
+    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest()
+            for name in EVERY_OUTPUT if (project / name).exists()}
+
+
 def remove_section(text: str, header: str) -> str:
     start = text.index(header)
     end = text.find("\n# ---", start)
@@ -279,8 +322,7 @@ def test_a_refused_run_through_dvc_removes_no_output(project, env, case):
         path = project / "params.yaml"
         path.write_text(change(path.read_text()))
     # (an earlier case in this module, the killed dvc, may have left train@sgd's removed)
-    before = {name: hashlib.sha256((project / name).read_bytes()).hexdigest()
-              for name in EVERY_OUTPUT if (project / name).exists()}
+    before = present_outputs(project)
     assert len(before) >= len(OUTPUTS)
     result = run(["dvc", *arguments], project, env, check=False)
     assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
@@ -307,3 +349,107 @@ def test_a_truncated_input_names_the_stage_that_rebuilds_it(project, env, stage,
     finally:
         path.write_bytes(whole)
     assert f"{damaged} is damaged" in line and f"`dvc repro --force {writer}`" in line, line
+
+
+def test_data_beyond_float32_are_refused_by_training_in_float32(project, env):
+    """1e100 squares fine in float64 (the closed form solves it) but is no float32."""
+    (project / "data/custom/mine.csv").write_text("a,b,c,d,e,y\n1,2,3,4,5,6\n2,3,4,5,1e100,7\n"
+                                                  "3,1,4,1,5,9\n")
+    edit(project, "data: data/prepared/airfoil.csv", "data: data/custom/mine.csv")
+    line = one_clear_line(project, env, "train", "gd")
+    assert "data/custom/mine.csv (recipe airfoil) has values up to 1e+100, beyond float32's " \
+           "range" in line and "dtype: float64" in line, line
+
+
+def test_a_file_in_data_custom_is_a_dependency_of_the_stages_that_read_data(project, env):
+    """Editing custom data must rerun what reads it: `dvc status` says data/custom changed
+    for exactly the stages that read recipe data."""
+    def custom_changed() -> set[str]:
+        text = run(["dvc", "status"], project, env).stdout
+        blocks = re.split(r"^(\S+):$", text, flags=re.M)[1:]
+        return {stage for stage, body in zip(blocks[::2], blocks[1::2])
+                if re.search(r"modified:\s+data/custom$", body, flags=re.M)}
+
+    assert custom_changed() == set()
+    (project / "data/custom/mine.csv").write_text("x,y\n1,2\n2,4\n")
+    assert custom_changed() == {"solve", "train@gd", "train@sgd", "train@minibatch"}
+
+
+STAGE_WITH_A_FAULT = """
+import errno, os, sys
+from descent import io
+real, calls = io.atomic_write, []
+def failing(path, write):
+    calls.append(path)
+    if len(calls) == {at}:
+        def half_then_full(tmp):
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, half_then_full)
+    return real(path, write)
+io.atomic_write = failing
+{setup}
+from stages.{stage} import main
+sys.argv = ["stages.{stage}", *{args!r}]
+io.cli(main)()
+"""
+
+
+def run_with_fault(project: Path, env, stage: str, args: list[str], at: int,
+                   setup: str = "") -> str:
+    """The real stage in a process where its `at`-th output write fails as a full disk
+    does (ENOSPC after part of the file): what the user sees and what is left."""
+    before = present_outputs(project)
+    code = STAGE_WITH_A_FAULT.format(at=at, stage=stage, args=args, setup=setup)
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert present_outputs(project) == before  # no new file beside old ones: all or none
+    assert not list((project / ".dvc/tmp/descent").glob("*"))  # no temporary left
+    return lines[0]
+
+
+def test_a_full_disk_leaves_no_mixed_set_of_outputs(project, env):
+    """The issue's case: train@sgd's second output hits a full disk. Before, the new
+    metrics/train/sgd.json stayed beside the old data/runs/sgd.npz."""
+    edit(project, "seeds: 16", "seeds: 8")  # so that new outputs differ from the old
+    line = run_with_fault(project, env, "train", ["sgd"], at=2)
+    assert line.startswith("error [") and "No space left on device; free some space and " \
+        "rerun (the earlier outputs are unchanged)" in line, line
+
+
+def test_an_unwritable_output_folder_is_one_line_and_no_partial_set(project, env):
+    """As a non-root user sees a read-only metrics/train (root may write anywhere, so the
+    check is played by os.access saying no): refused before any output is renamed."""
+    setup = ("import os\nreal_access = os.access\n"
+             "os.access = lambda path, mode: False if str(path).endswith('metrics/train') "
+             "else real_access(path, mode)")
+    edit(project, "seeds: 16", "seeds: 8")
+    line = run_with_fault(project, env, "train", ["sgd"], at=0, setup=setup)
+    assert "metrics/train/sgd.json: Permission denied; give yourself write access" in line, line
+
+
+def test_a_second_dvc_run_in_the_workspace_is_refused_while_the_first_runs(project, env):
+    """Two runs at once in one workspace interleave their stages (one run's dvc.lock then
+    describes the other's outputs). A live holder of the workspace is played by a sleeping
+    process: the second run stops at its first stage, and nothing is removed."""
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        started = Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        lock = project / ".dvc/tmp/descent-workspace.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(f"{holder.pid} {started}")
+        before = present_outputs(project)
+        result = run(["dvc", "exp", "run", "-S", "batch_size=20"], project, env, check=False)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error [")]
+        assert result.returncode != 0 and len(errors) == 1, result.stderr
+        assert f"another dvc run (pid {holder.pid}) is running in this workspace" in errors[0]
+        after = present_outputs(project)  # (`dvc exp run` may restore a missing one)
+        assert {name: after.get(name) for name in before} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its holder gone, the workspace is free again.
+    run([sys.executable, "-m", "stages.check", "data/params.checked"], project, env)

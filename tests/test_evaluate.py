@@ -41,7 +41,8 @@ def make_runs(losses, diverged_at=()):
     losses = np.array(losses, dtype=float)
     runs = []
     for r, curve in enumerate(losses):
-        run = {"seed": r, "weights": [1.0, 2.0], "bias": 0.5 + r, "diverged": r in diverged_at}
+        run = {"seed": r, "weights": [1.0, 2.0], "bias": 0.5 + r, "diverged": r in diverged_at,
+               "initial_loss": curve[0]}
         if run["diverged"]:
             run["diverged_at_update"] = 42
             curve[-1] = np.nan
@@ -55,24 +56,24 @@ def make_runs(losses, diverged_at=()):
     return result, curves
 
 
-OPTIMUM = {"loss": 1.0, "weights": [1.0, 2.0], "bias": 0.0}
+OPTIMUM = {"loss": 1.0, "weights": [1.0, 2.0], "bias": 0.0, "rank": 2}
 
 
 def test_judge_gives_the_spread_over_seeds_and_the_first_point_within_the_target():
     result, curves = make_runs([[3.0, 1.5, 1.009, 1.02, 1.005],
                                 [3.0, 1.2, 1.1, 1.05, 1.015]])
     metrics, seeds = judge(result, curves, OPTIMUM, {"weights": [1.0, 1.0], "bias": 0.0},
-                           target_excess=0.01, digits=12)
+                           target_excess=0.01, digits=12,
+                           dtype="float32")
     assert [s["examples_to_target"] for s in seeds] == [200, None]
     assert metrics["examples_to_target"] == {"mean": 200, "n": 1}
     assert metrics["reached_fraction"] == 0.5 and metrics["diverged_fraction"] == 0
     final = metrics["final_loss"]
     assert final["mean"] == pytest.approx(1.01) and final["n"] == 2
     assert final["sd"] == pytest.approx(np.std([1.005, 1.015], ddof=1))
-    # Student t with 1 degree of freedom: 12.706 standard errors either side.
-    half = 12.7062047 * final["sd"] / np.sqrt(2)
-    assert final["ci95_low"] == pytest.approx(1.01 - half)
-    assert final["ci95_high"] == pytest.approx(1.01 + half)
+    # Two values: a resample's mean is 1.005, 1.01 or 1.015 (chances 1/4, 1/2, 1/4), so the
+    # 2.5 % and 97.5 % quantiles of 4000 resampled means are the two extremes.
+    assert (final["ci95_low"], final["ci95_high"]) == (pytest.approx(1.005), pytest.approx(1.015))
     assert metrics["excess_loss"]["mean"] == pytest.approx(0.01)
     assert metrics["bias_distance"]["mean"] == 1.0 and metrics["weights_distance"]["mean"] == 0
     assert metrics["true_weights_distance"]["mean"] == 1.0
@@ -80,18 +81,21 @@ def test_judge_gives_the_spread_over_seeds_and_the_first_point_within_the_target
 
 def test_judge_says_not_reached_and_diverged_explicitly():
     result, curves = make_runs([[3.0, 2.0, 1.5], [3.0, 2.0, 1.6]])
-    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
+    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12,
+                           dtype="float32")
     assert metrics["examples_to_target"] == NOT_REACHED
     assert "true_weights_distance" not in metrics
     result, curves = make_runs([[3.0, 9.0], [3.0, 9.0]], diverged_at=(0, 1))
-    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
+    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12,
+                           dtype="float32")
     assert metrics["diverged_fraction"] == 1 and metrics["earliest_divergence_update"] == 42
     assert metrics["final_loss"] == DIVERGED == metrics["examples_to_target"]
 
 
 def test_a_partly_diverged_variant_is_judged_on_the_runs_that_did_not_diverge():
     result, curves = make_runs([[3.0, 1.2], [3.0, 1.4], [3.0, 9.0]], diverged_at=(2,))
-    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12)
+    metrics, _ = judge(result, curves, OPTIMUM, None, target_excess=0.01, digits=12,
+                           dtype="float32")
     assert metrics["diverged_fraction"] == pytest.approx(1 / 3)
     assert metrics["final_loss"]["n"] == 2 and metrics["final_loss"]["mean"] == pytest.approx(1.3)
 
@@ -161,3 +165,64 @@ def test_one_seed_gives_a_mean_and_no_interval():
     seeds = {"gd": [{"diverged": False, "final_loss": 0.3}],
              "sgd": [{"diverged": False, "final_loss": 0.2}]}
     assert compare_pair("gd", "sgd", seeds, 7)["n"] == 1
+
+
+def test_a_loss_interval_stays_positive_where_student_t_would_not():
+    """The issue's case: final losses with mean ~45 and sd ~95 over 16 seeds. Student t's
+    interval reaches below 0; the bootstrap's lies within the values' range."""
+    from descent.judge import bootstrap_interval, t_interval
+
+    losses = np.r_[np.full(14, 5.0), 390.0, 330.0]
+    assert t_interval(losses)[0] < 0
+    low, high = bootstrap_interval(losses)
+    assert losses.min() <= low < np.mean(losses) < high <= losses.max()
+    assert bootstrap_interval(losses) == (low, high)  # a fixed seed: the same every run
+
+
+def test_the_bootstrap_interval_agrees_with_student_t_on_a_large_normal_sample():
+    """For 400 normal values both intervals estimate mean +- 1.96 se. They differ by the
+    t quantile (1.966 vs 1.960: 0.006 se), the bootstrap's plug-in sd (0.1 %) and its Monte
+    Carlo error: the 2.5 % quantile of 4000 means has sd sqrt(0.025 * 0.975 / 4000) /
+    phi(1.96) = 0.042 se. 0.2 se is over 4 of those sds."""
+    from descent.judge import bootstrap_interval, t_interval
+
+    values = np.random.default_rng(3).normal(10.0, 2.0, 400)
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    for boot, t in zip(bootstrap_interval(values), t_interval(values)):
+        assert abs(boot - t) <= 0.2 * se
+
+
+def test_a_noise_free_set_has_a_reachable_target():
+    """noise_std: 0 makes the optimum ~1e-31: 1 % of it is below anything float32 training
+    resolves. The target then counts from eps(float32) x the starting loss (16 here:
+    1.9e-6, so within 1 % is 1.9e-8 above the optimum), which a run at 1e-11 reaches and
+    one at 1e-7 does not."""
+    optimum = {**OPTIMUM, "loss": 1.5e-31}
+    result, curves = make_runs([[16.0, 1e-3, 1e-11], [16.0, 1e-3, 1e-7]])
+    _, seeds = judge(result, curves, optimum, None, target_excess=0.01, digits=12,
+                     dtype="float32")
+    assert [s["examples_to_target"] for s in seeds] == [200, None]
+    # float64 resolves 2^29 times finer: then 1e-11 is far from the target.
+    _, seeds = judge(result, curves, optimum, None, target_excess=0.01, digits=12,
+                     dtype="float64")
+    assert [s["examples_to_target"] for s in seeds] == [None, None]
+
+
+def test_rank_deficient_data_are_judged_by_loss_only():
+    """A constant feature column: the centred features have rank p - 1, so every parameter
+    vector on a line reaches the minimum. Distances to scikit-learn's (minimum-norm) one
+    would call runs at the minimum far from it."""
+    from descent.judge import as_metrics
+
+    rng = np.random.default_rng(0)
+    features = np.c_[rng.normal(size=200), np.full(200, 3.0)]
+    optimum = closed_form(features, 2 * features[:, 0] + 1, 0.5)
+    assert optimum["rank"] == 1
+    assert "rank 1 of 2 features" in as_metrics(optimum, 12)["rank_deficient"]
+    result, curves = make_runs([[3.0, 1.0], [3.0, 1.0]])
+    metrics, seeds = judge(result, curves, {**OPTIMUM, "rank": 1},
+                           {"weights": [1.0, 1.0], "bias": 0.0}, target_excess=0.01,
+                           digits=12, dtype="float32")
+    assert not any(key.endswith("distance") for key in metrics)
+    assert not any(key.endswith("distance") for key in seeds[0])
+    assert metrics["final_loss"]["mean"] == 1.0 and metrics["reached_fraction"] == 1
