@@ -46,7 +46,6 @@ LOSSES = {"half_squared": Loss("half_squared", 0.5), "mse": Loss("mse", 1.0)}
 class Fetch:
     sources: tuple[str, ...]
     sha256: str
-    output: str
 
 
 @dataclass(frozen=True)
@@ -190,6 +189,15 @@ def load(path: Path = PARAMS_FILE) -> Config:
     return parse(params)
 
 
+def check_custom_data(config: Config) -> None:
+    """Your own data files exist (stage check, before DVC removes any stage's outputs; the
+    pipeline's own data may not be built yet, and their contents are checked later)."""
+    for recipe in config.recipes.values():
+        if not config.is_pipeline_output(recipe.data) and not (ROOT / recipe.data).is_file():
+            raise UserError(f"params.yaml: recipes.{recipe.name}.data is {recipe.data!r}, "
+                            "which is not a file; put the CSV there or fix the path")
+
+
 # --- validation helpers: each raises one line naming key, value, rule and fix -----------
 def _fail(key: str, value: Any, rule: str, fix: str = "fix it in params.yaml") -> UserError:
     return UserError(f"params.yaml: {key} is {value!r}, but it {rule}; {fix}")
@@ -267,15 +275,13 @@ TOP = ("seed", "seeds", "device", "dtype", "batch_size", "fetch", "prepare", "sy
 
 def parse(params: Any) -> Config:
     top = _section(params, "the file", TOP)
-    fetch = _section(top["fetch"], "fetch", ("sources", "sha256", "output"))
+    fetch = _section(top["fetch"], "fetch", ("sources", "sha256"))
     sources = fetch["sources"]
     if not isinstance(sources, list) or not all(isinstance(s, str) and s for s in sources):
         raise _fail("fetch.sources", sources, "must be a list of URLs or paths")
     sha = fetch["sha256"]
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
         raise _fail("fetch.sha256", sha, "must be 64 hexadecimal digits")
-    if not isinstance(fetch["output"], str) or not fetch["output"]:
-        raise _fail("fetch.output", fetch["output"], "must be a path")
     prepare = _section(top["prepare"], "prepare", ("n_train",))
     synthetic = _synthetic(top["synthetic"])
     train = _section(top["train"], "train", ("engine", "log_every", "blowup"))
@@ -290,7 +296,7 @@ def parse(params: Any) -> Config:
         seeds=_seeds(top["seeds"]),
         device=device, dtype=dtype,
         batch_size=_integer(top["batch_size"], "batch_size", 1),
-        fetch=Fetch(tuple(sources), sha.lower(), fetch["output"]),
+        fetch=Fetch(tuple(sources), sha.lower()),
         n_train=_integer(prepare["n_train"], "prepare.n_train", 2),
         synthetic=synthetic,
         train=Train(engine=_choice(train["engine"], "train.engine", ENGINES),

@@ -15,7 +15,7 @@ from descent.io import cli, write_text
 
 
 def main(checked: str) -> None:
-    configuration.load()
+    configuration.check_custom_data(configuration.load())
     write_text(Path(checked), "params.yaml is valid\n")
     print("params.yaml is valid")
 

@@ -4,18 +4,22 @@ Every column (the target too) is standardized over *all* rows to zero mean and u
 population standard deviation (ddof=0), as the d2l chapter does; then the first
 `prepare.n_train` rows are kept. The per-column mean and std are saved beside the table
 so results can be mapped back to physical units.
+
+    python -m stages.prepare <raw airfoil file>     (dvc.yaml names it)
 """
 from __future__ import annotations
 
 from descent import config as configuration
-from descent.io import ROOT, cli
+from descent.io import ROOT, UserError, cli
 
 
-def main() -> None:
+def main(raw: str = "") -> None:
+    if not raw:
+        raise UserError("usage: python -m stages.prepare <raw airfoil file>")
     config = configuration.load()
     from descent.data import prepare
 
-    prepare(ROOT / config.fetch.output, config.n_train, ROOT / configuration.AIRFOIL_CSV,
+    prepare(ROOT / raw, config.n_train, ROOT / configuration.AIRFOIL_CSV,
             ROOT / "data/prepared/airfoil_scaling.json")
     print(f"prepared {configuration.AIRFOIL_CSV}: {config.n_train} rows")
 

@@ -24,7 +24,7 @@ REFERENCE: dict[str, Any] = {
     "fetch": {"sources": ["https://archive.ics.uci.edu/ml/machine-learning-databases/00291/"
                           "airfoil_self_noise.dat",
                           "http://d2l-data.s3-accelerate.amazonaws.com/airfoil_self_noise.dat"],
-              "sha256": AIRFOIL_SHA256, "output": "data/raw/airfoil_self_noise.dat"},
+              "sha256": AIRFOIL_SHA256},
     "prepare": {"n_train": 1500},
     "synthetic": {
         "line_minus5x": {"n_rows": 100, "features": {"kind": "grid", "start": -5.0, "step": 0.1},

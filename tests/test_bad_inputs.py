@@ -57,7 +57,11 @@ def edit(project: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+RAW = "data/raw/airfoil_self_noise.dat"  # the path dvc.yaml gives fetch and prepare
+
+
 def one_clear_line(project: Path, env, stage: str, *args: str) -> str:
+    args = args or {"fetch": (RAW,), "prepare": (RAW,)}.get(stage, ())
     before = digest(project)
     result = subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=project,
                             env=env, capture_output=True, text=True, timeout=120)
@@ -310,6 +314,9 @@ REFUSED_RUNS = {
     "bad value edited": (lambda text: text.replace("batch_size: 10", "batch_size: -3"),
                          ["repro"], "batch_size is -3"),
     "emptied params.yaml": (lambda text: "", ["repro"], "params.yaml is empty"),
+    # A missing file of your own is a params error: found before DVC reaches stage solve.
+    "custom data missing": (None, ["exp", "run", "-S", "recipes.airfoil.data=data/custom/x.csv"],
+                            "recipes.airfoil.data is 'data/custom/x.csv', which is not a file"),
     "evaluate section deleted": (lambda text: remove_section(text, "evaluate:\n"), ["repro"],
                                  "evaluate"),
 }
