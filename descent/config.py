@@ -73,10 +73,68 @@ class Train:
     blowup: float                    # a loss above blowup x the initial loss = diverged
 
 
+# How a run's first parameters are drawn: one class per way, each able to draw itself from
+# the run's generator and to say what params.yaml called it. `count` is None for the bias.
+@dataclass(frozen=True)
+class TorchDefault:
+    """nn.Linear's own: U(-1/sqrt(fan_in), +1/sqrt(fan_in))."""
+    fixes = None  # the number of values it fixes: none
+
+    def draw(self, count: int | None, fan_in: int, generator) -> Any:
+        bound = 1 / math.sqrt(fan_in)
+        return generator.uniform(-bound, bound) if count is None else \
+            generator.uniform(-bound, bound, count)
+
+    def as_param(self) -> Any:
+        return "torch_default"
+
+
+@dataclass(frozen=True)
+class Normal:
+    """N(0, std^2) each (d2l's weights)."""
+    std: float
+    fixes = None
+
+    def draw(self, count: int | None, fan_in: int, generator) -> Any:
+        return generator.normal(0.0, self.std, count)
+
+    def as_param(self) -> Any:
+        return {"normal_std": self.std}
+
+
+@dataclass(frozen=True)
+class Given:
+    """The listed weights, one per feature."""
+    values: tuple[float, ...]
+
+    @property
+    def fixes(self) -> int:
+        return len(self.values)
+
+    def draw(self, count: int | None, fan_in: int, generator) -> Any:
+        return list(self.values)
+
+    def as_param(self) -> Any:
+        return list(self.values)
+
+
+@dataclass(frozen=True)
+class Value:
+    """One given number (a bias)."""
+    value: float
+    fixes = None
+
+    def draw(self, count: int | None, fan_in: int, generator) -> Any:
+        return self.value
+
+    def as_param(self) -> Any:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Init:
-    weights: str | float | tuple[float, ...]   # "torch_default", a normal std, or values
-    bias: str | float                          # "torch_default" or a value
+    weights: TorchDefault | Normal | Given
+    bias: TorchDefault | Value
 
 
 @dataclass(frozen=True)
@@ -126,11 +184,16 @@ class Config:
         import json
         from dataclasses import asdict
 
+        r = self.recipes[recipe]  # as params.yaml spells it: no refactor changes the digest
+        written = {"data": r.data, "loss": r.loss.name, "gradient_loss": r.gradient_loss.name,
+                   "init": {"weights": r.init.weights.as_param(),
+                            "bias": r.init.bias.as_param()},
+                   "shuffle": r.shuffle, "drop_last": r.drop_last}
         shaping = {"seed": self.seed, "seeds": self.seeds, "dtype": self.dtype,
-                   "train": asdict(self.train), "recipe": asdict(self.recipes[recipe]),
+                   "train": asdict(self.train), "recipe": written,
                    "steps": asdict(self.steps(variant, recipe)),
                    "batch_size": self.batch_size if variant == "minibatch" else None}
-        text = json.dumps(shaping, sort_keys=True, default=str)
+        text = json.dumps(shaping, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def n_features(self, recipe: Recipe) -> int | None:
@@ -346,19 +409,21 @@ def _init(node: Any, key: str) -> Init:
     init = _section(node, key, (), ("weights", "bias"))
     weights = init.get("weights", {"normal_std": 0.01})
     if isinstance(weights, dict):
-        weights = _positive(_section(weights, f"{key}.weights", ("normal_std",))["normal_std"],
-                            f"{key}.weights.normal_std")
+        weights = Normal(_positive(_section(weights, f"{key}.weights", ("normal_std",))
+                                   ["normal_std"], f"{key}.weights.normal_std"))
     elif isinstance(weights, list) and weights:
-        weights = tuple(_number(w, f"{key}.weights") for w in weights)
-    elif weights != "torch_default":
+        weights = Given(tuple(_number(w, f"{key}.weights") for w in weights))
+    elif weights == "torch_default":
+        weights = TorchDefault()
+    else:
         raise _fail(f"{key}.weights", weights, "must be torch_default, {normal_std: s} or a "
                     "list of numbers (one per feature)")
     bias = init.get("bias", 0.0)
-    if bias != "torch_default":
-        if not _is_number(bias):
-            raise _fail(f"{key}.bias", bias, "must be a number or torch_default")
-        bias = _number(bias, f"{key}.bias")
-    return Init(weights, bias)
+    if bias == "torch_default":
+        return Init(weights, TorchDefault())
+    if not _is_number(bias):
+        raise _fail(f"{key}.bias", bias, "must be a number or torch_default")
+    return Init(weights, Value(_number(bias, f"{key}.bias")))
 
 
 def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]:
@@ -394,9 +459,8 @@ def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]
             shuffle=_flag(spec.get("shuffle", True), f"{key}.shuffle"),
             drop_last=_flag(spec.get("drop_last", False), f"{key}.drop_last"))
         features = _n_features(data, synthetic)
-        if isinstance(recipe.init.weights, tuple) and features is not None \
-                and len(recipe.init.weights) != features:
-            raise _fail(f"{key}.init.weights", list(recipe.init.weights),
+        if recipe.init.weights.fixes not in (None, features) and features is not None:
+            raise _fail(f"{key}.init.weights", recipe.init.weights.as_param(),
                         f"must list {features} numbers, one per feature of {data}")
         recipes[name] = recipe
     return recipes

@@ -187,10 +187,10 @@ def check_datasets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for recipe in config.recipes.values():
         features, targets = loaded[recipe.name] = load_recipe_data(config, recipe)
-        weights = recipe.init.weights
-        if isinstance(weights, tuple) and len(weights) != features.shape[1]:
+        fixed = recipe.init.weights.fixes
+        if fixed not in (None, features.shape[1]):
             raise UserError(f"params.yaml: recipes.{recipe.name}.init.weights lists "
-                            f"{len(weights)} numbers but {recipe.data} has "
+                            f"{fixed} numbers but {recipe.data} has "
                             f"{features.shape[1]} features; give one per feature")
     return loaded
 

@@ -35,9 +35,8 @@ def identity(config: Config, recipe: Recipe) -> dict[str, Any]:
         data = {"file": recipe.data}
     init = recipe.init
     return {"data": data, "loss": recipe.loss.name, "gradient_loss": recipe.gradient_loss.name,
-            "init_weights": list(init.weights) if isinstance(init.weights, tuple)
-            else {"normal_std": init.weights} if isinstance(init.weights, float)
-            else init.weights, "init_bias": init.bias, "shuffle": recipe.shuffle,
+            "init_weights": init.weights.as_param(), "init_bias": init.bias.as_param(),
+            "shuffle": recipe.shuffle,
             "drop_last": recipe.drop_last}
 
 

@@ -1,7 +1,6 @@
 """The runs of one (recipe, variant), one per seed: plan, seeded starts, descent, records."""
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 
@@ -23,17 +22,9 @@ def run_seed(seed: int, recipe: str, variant: str) -> int:
 
 def initial_parameters(init: Init, n_features: int, generator: np.random.Generator
                        ) -> np.ndarray:
-    """(p+1,) float64 weights then bias, drawn from the run's generator."""
-    bound = 1 / math.sqrt(n_features)  # nn.Linear's default: U(-1/sqrt(fan_in), +...)
-    if init.weights == "torch_default":
-        weights = generator.uniform(-bound, bound, n_features)
-    elif isinstance(init.weights, float):
-        weights = generator.normal(0.0, init.weights, n_features)
-    else:
-        weights = np.array(init.weights, dtype=np.float64)
-    bias = generator.uniform(-bound, bound) if init.bias == "torch_default" \
-        else float(init.bias)
-    return np.r_[weights, bias]
+    """(p+1,) float64 weights then bias, drawn from the run's generator in that order."""
+    weights = init.weights.draw(n_features, n_features, generator)
+    return np.r_[weights, init.bias.draw(None, n_features, generator)].astype(np.float64)
 
 
 def plan_of(config: Config, recipe: Recipe, variant: str, n_examples: int) -> Plan:

@@ -134,3 +134,35 @@ def test_broken_yaml_is_one_line(tmp_path):
     with pytest.raises(UserError) as error:
         configuration.load(path)
     assert "is not valid YAML at line" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_params_digest_of_runs_follows_exactly_the_params_that_shape_them():
+    """Stage evaluate refuses runs whose digest differs from params.yaml's: it must change
+    with every param that shapes a (recipe, variant)'s runs, and with no other."""
+    import copy
+
+    from descent.config import parse, read_yaml
+
+    base = read_yaml(configuration.PARAMS_FILE)
+    before = parse(base)
+
+    def digest(change, variant="gd", recipe="airfoil"):
+        params = copy.deepcopy(base)
+        change(params)
+        return parse(params).fingerprint(variant, recipe)
+
+    same = before.fingerprint("gd", "airfoil")
+    shaping = [lambda p: p.update(seeds=8), lambda p: p.update(seed=1),
+               lambda p: p.update(dtype="float64"),
+               lambda p: p["train"].update(log_every=50),
+               lambda p: p["recipes"]["airfoil"].update(shuffle=False),
+               lambda p: p["recipes"]["airfoil"]["init"].update(bias=1.0),
+               lambda p: p["variants"]["gd"]["airfoil"].update(lr=0.5)]
+    assert all(digest(change) != same for change in shaping)
+    unrelated = [lambda p: p.update(batch_size=20), lambda p: p.update(device="cpu"),
+                 lambda p: p["variants"]["sgd"]["airfoil"].update(lr=0.5),
+                 lambda p: p["recipes"]["line_minus5x"].update(shuffle=True),
+                 lambda p: p["evaluate"].update(target_excess=0.1)]
+    assert all(digest(change) == same for change in unrelated)
+    assert digest(lambda p: p.update(batch_size=20), "minibatch") != \
+        before.fingerprint("minibatch", "airfoil")

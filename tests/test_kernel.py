@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from descent.kernel import _reference_descend, descend
+from descent.kernel import descend
+from tests.reference_descent import reference_descend
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
@@ -123,7 +124,7 @@ def test_follows_the_plain_pytorch_loop_float32(n, p, batch_size, drop_last, epo
     logged, losses, diverged_at = descend(*args)
     assert logged.dtype == np.float32 and losses.dtype == np.float64
     assert list(diverged_at) == [-1] * runs
-    reference = _reference_descend(*args)
+    reference = reference_descend(*args)
     for run in range(runs):
         expected = torch_history(features, targets, thetas0[run], orders[run], batch_size,
                                  drop_last, lr, loss_scale)
@@ -234,7 +235,7 @@ def test_a_diverging_run_stops_at_the_exact_update_and_does_not_stop_the_others(
     # Same dtype, same updates: the first unsound update agrees exactly.
     assert diverged_at[0] == expected
     assert diverged_at[1] == -1
-    assert list(_reference_descend(*args)[2]) == [expected, -1]
+    assert list(reference_descend(*args)[2]) == [expected, -1]
     # Run 0 keeps its sound points (those before the divergence), then NaN.
     sound = np.r_[0, log_after] < expected
     assert np.isfinite(logged[0][sound]).all() and np.isfinite(losses[0][sound]).all()
@@ -283,7 +284,7 @@ def test_runs_are_bitwise_independent_and_logging_does_not_change_them(dtype):
     assert np.array_equal(int32[0], logged, equal_nan=True)
     assert np.array_equal(int32[2], diverged_at)
     # and the plain reference agrees
-    reference = _reference_descend(features, targets, thetas0, orders, batch_size, False,
+    reference = reference_descend(features, targets, thetas0, orders, batch_size, False,
                                    step_scales, dense, 1e4, 1.0)
     assert np.array_equal(reference[2], diverged_at)
     assert np.array_equal(np.isnan(reference[0]), np.isnan(logged))
