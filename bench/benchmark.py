@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from descent.engine import Plan, make_schedule, train_runs
+from descent.engines.dispatch import train_runs
+from descent.engines.problem import Plan, make_schedule
 from descent.io import ROOT, write_json
 
 OUT = ROOT / "bench"
@@ -224,7 +225,7 @@ def imports() -> dict:
              "print(time.perf_counter() - t)"], cwd=ROOT, capture_output=True, text=True,
             check=True).stdout) for _ in range(3))
 
-    return {"train_stage_cpu": cost("import descent.training, descent.data, descent.kernel"),
+    return {"train_stage_cpu": cost("import descent.training, descent.data, descent.engines.compiled"),
             "torch": cost("import torch"), "sklearn": cost("import sklearn.linear_model"),
             "matplotlib": cost("import matplotlib.pyplot")}
 

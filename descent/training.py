@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from descent.config import Config, Init, Recipe, batch_size
-from descent.engine import (Plan, Runs, Schedule, make_schedule, memory_needed,
-                            total_updates, train_runs)
+from descent.engines.dispatch import train_runs
+from descent.engines.problem import (Plan, Runs, Schedule, make_schedule, memory_needed,
+                                     total_updates)
 from descent.io import UserError
 from descent.limits import (ANNOUNCE_SECONDS, LOOP_SECONDS_PER_UPDATE, check_memory,
                             check_work)

@@ -22,7 +22,7 @@ def main(variant: str = "") -> None:
 
     datasets = check_datasets(config)
     from descent import training  # numpy and numba; torch only for a torch engine
-    from descent.engine import resolve_device
+    from descent.engines.dispatch import resolve_device
     from descent.numbers import DIGITS
 
     for recipe in config.recipes.values():  # refuse what cannot fit before any work

@@ -1,12 +1,12 @@
 """The compiled kernel's computation written as plainly as possible (python loops, numpy,
-every state kept), for the tests to hold `descent.kernel.descend` against."""
+every state kept), for the tests to hold `descent.engines.compiled.descend` against."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from descent.engine import loss_cap
+from descent.engines.problem import loss_cap
 
 TINY = float(np.finfo(np.float64).tiny)
 

@@ -88,5 +88,5 @@ def test_the_import_walk_sees_imports_inside_functions():
     """The walk must follow a lazy import (inside a function), or the check above could
     not fail for one: stage train imports descent.training only inside main."""
     assert "descent/training.py" in code_of("stages.train")
-    assert "descent/torch_engines.py" in code_of("stages.train")  # lazily, two levels down
+    assert "descent/engines/torch_backends.py" in code_of("stages.train")  # lazily, two levels down
     assert "descent/figure.py" not in code_of("stages.train")

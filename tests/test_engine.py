@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from descent.io import UserError
-from descent.engine import ENGINES, Plan, make_schedule, resolve_device
-from descent.torch_engines import train
+from descent.engines.dispatch import resolve_device
+from descent.engines.problem import ENGINES, Plan, make_schedule
+from descent.engines.torch_backends import train
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -197,7 +198,7 @@ def test_auto_device_is_available_and_a_missing_cuda_is_a_clear_error():
 def test_affine_chunks_bounded_in_bytes_give_the_same_iterates(monkeypatch, chunk):
     """Chunks far shorter than a logging interval: segments span chunks (their partial
     product is carried), and the iterates, losses and divergence point do not change."""
-    import descent.torch_engines as engines
+    import descent.engines.torch_backends as engines
 
     generator = torch.Generator().manual_seed(5)
     features = torch.randn(40, 3, generator=generator, dtype=torch.float64)
@@ -225,7 +226,7 @@ def test_affine_says_so_when_one_update_no_longer_fits_its_chunk():
     """16 runs of 1200 features: one update's maps (3 x 1202^2 float32 per run) are 277 MB,
     more than the 256 MiB chunk; the engine refuses in one line instead of breaking its
     memory bound (the compiled kernel and the loop have no such maps)."""
-    from descent.engine import train_runs
+    from descent.engines.dispatch import train_runs
 
     runs, p = 16, 1200
     features = np.random.default_rng(0).standard_normal((3, p)).astype(np.float32)
@@ -246,7 +247,7 @@ def test_the_compiled_engine_refuses_arguments_that_do_not_fit_together(case):
     """The kernel skips its per-element checks on the engine's own schedules (they are valid
     by construction); the engine instead checks that data, starts, plan and schedule fit
     together, so a mismatch is an error, never an out-of-bounds read."""
-    from descent.engine import train_runs
+    from descent.engines.dispatch import train_runs
 
     features = np.random.default_rng(0).standard_normal((20, 3))
     targets, starts = features.sum(axis=1), np.zeros((2, 4))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from descent.engine import Plan, make_schedule, train_runs
+from descent.engines.dispatch import train_runs
+from descent.engines.problem import Plan, make_schedule
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from descent.kernel import descend
+from descent.engines.compiled import descend
 from tests.reference_descent import reference_descend
 
 EPS64 = float(np.finfo(np.float64).eps)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from descent import training
-from descent.engine import Plan, make_schedule, train_runs
+from descent.engines.dispatch import train_runs
+from descent.engines.problem import Plan, make_schedule
 from tests.factory import config
 
 CPU = "cpu"
@@ -78,7 +79,7 @@ def test_the_batched_affine_scan_tracks_each_run_and_lets_diverged_runs_drop_out
         monkeypatch, chunk):
     """All runs in one scan (the GPU path), chunks short or long: each run equals the
     compiled kernel's, and runs that diverge stop at their own update while others go on."""
-    import descent.torch_engines as engines
+    import descent.engines.torch_backends as engines
 
     generator = np.random.default_rng(4)
     features = generator.normal(size=(30, 2)) * np.array([1.0, 3.0])

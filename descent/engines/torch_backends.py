@@ -1,4 +1,4 @@
-"""The torch backends of the engine (descent.engine): the literal loop (one run at a time)
+"""The torch backends of the engine (descent.engines): the literal loop (one run at a time)
 and the affine scan (all runs in one batched scan), on any torch device.
 
 Model y_hat = X w + b, loss `scale * mean((y_hat - y)^2)` over a batch (scale 1/2 is the
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from descent.engine import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, loss_cap,
-                            run_kernel, unsound_start)
+from descent.engines.compiled import run_kernel
+from descent.engines.problem import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, loss_cap,
+                                     unsound_start)
 from descent.io import UserError
 from descent.statistics import sufficient_statistics
 
@@ -124,7 +125,7 @@ class _Losses:
     The whole-set loss is a quadratic in theta: the statistics, made once on the host (MPS
     has no float64), cost O(p^2) per logged loss and no N x points matrix. A loss whose sum
     of squared residuals would overflow the run's dtype counts as infinite, as a direct
-    evaluation in that dtype would be (descent.kernel does the same).
+    evaluation in that dtype would be (the compiled kernel does the same).
     """
 
     def __init__(self, features, targets, plan):

@@ -7,14 +7,18 @@ same computation written as plainly as possible (python loops, numpy).
 """
 from __future__ import annotations
 
+import functools
+import time
+
 import numpy as np
 
-from descent.engine import epoch_batches, loss_cap
+from descent.engines.problem import (Runs, epoch_batches, loss_cap, total_updates,
+                                     unsound_start)
 from descent.jit import njit_cached  # numba's cache, shared by copies of the tree
 from descent.parallel import cores, in_parallel
 from descent.statistics import sufficient_statistics
 
-__all__ = ["descend", "descend_valid"]
+__all__ = ["compiled_runs", "descend", "descend_valid", "run_kernel"]
 
 
 
@@ -293,3 +297,63 @@ def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, 
             diverged_at[part], work[part], last[part], final[part])
 
     in_parallel(block, workers)
+
+
+# --- the engine's entry to the kernel -------------------------------------------------
+def compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
+    _, losses, _, final, diverged_at, seconds = run_kernel(features, targets, thetas, plan,
+                                                           schedule, progress)
+    return Runs(schedule.log_updates, losses, final, diverged_at, seconds)
+
+
+@functools.cache
+def _load_kernel(dtype: np.dtype) -> None:
+    """Call the kernel on a one-row problem, so that its compilation (~2 s, once per
+    checkout) or cache load (~0.25 s) is never timed."""
+    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 2), dtype),
+            np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
+
+
+def _check_fit(features, targets, thetas, plan, schedule) -> None:
+    """The kernel's arguments fit together: then its indices stay in bounds (make_schedule
+    draws permutations of the rows, and the logging points of the plan's updates), so the
+    kernel can skip its own checks on every element (descend_valid)."""
+    n, p = features.shape
+    if not (features.dtype in (np.float32, np.float64) and targets.dtype == features.dtype
+            and targets.shape == (n,) and plan.n_examples == n
+            and schedule.order.dtype == np.int64 and schedule.log_after.dtype == np.int64
+            and schedule.order.shape == (len(thetas), plan.epochs, n)
+            and thetas.shape[1:] == (p + 1,)
+            and len(schedule.batch_sizes) == total_updates(plan)):
+        raise ValueError(
+            f"the compiled kernel needs float32/float64 ({n}, {p}) features and ({n},) "
+            f"targets of one dtype, (R, {p + 1}) starts and the int64 schedule of this plan "
+            f"for R runs; got {features.dtype} {features.shape}, {targets.dtype} "
+            f"{targets.shape}, starts {thetas.shape}, orders {schedule.order.shape} "
+            f"{schedule.order.dtype} for {plan.epochs} epochs")
+
+
+def run_kernel(features, targets, thetas, plan, schedule, progress):
+    """The numba kernel (`descend_valid`): exact sequential updates, R runs, on the CPU.
+
+    Its whole-set losses come from float64 sufficient statistics (X'X, X'y, y'y), and it
+    applies the same divergence rule as the other engines, checked at logging points and
+    located exactly by replaying the interval. Returns (logged, losses, last sound point,
+    the parameters there in float64, diverged_at, seconds); losses after a run's last sound
+    point are NaN.
+    """
+    x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
+    thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
+    _check_fit(x, y, thetas, plan, schedule)
+    _load_kernel(x.dtype)  # compile or load from cache, untimed
+    started = time.perf_counter()
+    logged, losses, diverged_at, last, final = descend_valid(
+        x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
+        2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
+        plan.recorded_scale)
+    seconds = time.perf_counter() - started
+    if progress:
+        progress(len(schedule.batch_sizes) * len(thetas))
+    if (diverged_at == 0).any():
+        raise unsound_start()
+    return logged, losses, last, final, diverged_at, seconds

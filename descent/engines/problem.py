@@ -1,0 +1,156 @@
+"""What every backend shares: the plan of a run, its schedule (which examples each update
+uses, when to log), the record of R runs, the up-front memory estimate, the loss cap and
+the choice of backend. The bottom of descent.engines: it imports no backend.
+
+Model y_hat = X w + b, loss `scale * mean((y_hat - y)^2)` over a batch (scale 1/2 is the
+d2l "half squared" loss, 1 is MSELoss); the batch size is the only thing that makes a run
+full-batch GD (batch = N), SGD (batch = 1) or mini-batch SGD.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from descent.config import ENGINES  # noqa: F401  (re-exported: the engines' names)
+from descent.io import UserError
+from descent.parallel import in_parallel
+
+# The affine engine (descent.engines.torch_backends) works in chunks of at most this many bytes of
+# update maps and gathered rows, which bounds its memory whatever the run's length.
+CHUNK_BYTES = 1 << 28
+
+
+def epoch_batches(n_examples: int, batch_size: int, drop_last: bool) -> tuple[int, int]:
+    """(full batches, size of the short last batch) of one epoch: the short batch holds the
+    N mod m examples left over, and is 0 (no batch) when there are none or drop_last."""
+    full, rest = divmod(n_examples, batch_size)
+    return full, (0 if drop_last else rest)
+
+
+def total_updates(plan: "Plan") -> int:
+    """Updates of a run: full batches each epoch, plus a short one unless drop_last."""
+    full, short = epoch_batches(plan.n_examples, min(plan.batch_size, plan.n_examples),
+                                plan.drop_last)
+    return plan.epochs * (full + (short > 0))
+
+
+def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
+                  runs: int = 1) -> int:
+    """Bytes `runs` runs of one plan need at their peak, estimated from the plan.
+
+    Each run's schedule holds every epoch's order (epochs x N indices), and each run's
+    parameters and loss at every logging point are kept; the schedule adds a few numbers per
+    update. Engine affine adds one chunk for all runs, at most CHUNK_BYTES.
+    """
+    p1 = n_features + 1
+    updates = total_updates(plan)
+    points = updates * min(plan.batch_size, n_examples) // plan.log_every + plan.epochs + 1
+    return (runs * (plan.epochs * n_examples * 8 + points * (p1 * itemsize * 2 + 16))
+            + updates * 40 + CHUNK_BYTES)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one run walks through the data."""
+    n_examples: int
+    batch_size: int
+    epochs: int
+    lr: float
+    gradient_scale: float = 0.5  # scale of the loss whose gradient drives the update
+    shuffle: bool = True
+    drop_last: bool = False
+    log_every: int = 100     # examples between logged losses (d2l: 100); epoch ends too
+    recorded_scale: float = 0.5  # scale of the whole-set loss recorded at logging points
+    blowup: float = 1e6      # a logged loss above blowup x the initial loss counts as diverged
+
+
+@dataclass
+class Schedule:
+    """Which examples each update uses, and after which updates to log."""
+    order: np.ndarray            # (epochs, N) int64 example indices ((R, epochs, N) for R runs)
+    batch_sizes: np.ndarray      # (updates,) examples in each update
+    starts: np.ndarray           # (updates,) offset of each batch within its epoch's order
+    epochs_of: np.ndarray        # (updates,) epoch (0-based) of each update
+    log_after: np.ndarray        # (points,) update counts (1-based) after which to log
+
+    @functools.cached_property
+    def log_updates(self) -> np.ndarray:
+        """Update counts at the logging points, the start (0) first."""
+        return np.concatenate([np.zeros(1, np.int64), self.log_after])
+
+
+def make_schedule(plan: Plan, generators) -> Schedule:
+    """The schedule of one run (a Generator: order (epochs, N)) or of R runs (a list of R
+    Generators: order (R, epochs, N)); only the example orders differ between runs."""
+    if isinstance(generators, np.random.Generator):
+        return _layout(plan, shuffled_order(plan, generators))
+    orders = np.empty((len(generators), plan.epochs, plan.n_examples), np.int64)
+
+    def fill(run: int) -> None:
+        shuffled_order(plan, generators[run], out=orders[run])
+
+    # numpy's shuffles release the GIL: the runs' orders are drawn in parallel, in place
+    # (no per-run copies to stack), each from its own generator, so with the same bits.
+    in_parallel(fill, len(generators))
+    return _layout(plan, orders)
+
+
+def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.ndarray:
+    """(epochs, N) example indices: a fresh permutation per epoch, drawn in epoch order."""
+    order = np.empty((plan.epochs, plan.n_examples), np.int64) if out is None else out
+    order[...] = np.arange(plan.n_examples)
+    return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
+
+
+def _layout(plan: Plan, order: np.ndarray) -> Schedule:
+    n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
+    full, short = epoch_batches(n, size, plan.drop_last)
+    per_epoch = [size] * full + ([short] if short else [])
+    batch_sizes = np.tile(per_epoch, plan.epochs)
+    starts = np.tile(np.concatenate([[0], np.cumsum(per_epoch)[:-1]]), plan.epochs)
+    epochs_of = np.repeat(np.arange(plan.epochs), len(per_epoch))
+    seen = np.cumsum(batch_sizes)
+    crossed = seen // plan.log_every > (seen - batch_sizes) // plan.log_every
+    epoch_end = np.r_[epochs_of[1:] != epochs_of[:-1], True]
+    log_after = np.flatnonzero(crossed | epoch_end) + 1
+    return Schedule(order, batch_sizes, starts, epochs_of, log_after)
+
+
+def loss_cap(dtype, n, report_scale) -> float:
+    """The loss whose sum of squared residuals overflows the run's dtype: a loss evaluated in
+    that dtype (as the other engines do) is infinite above it, so the run counts as diverged
+    there too, although the float64 statistics would still give a finite number."""
+    return float(np.finfo(dtype).max) * report_scale / n
+
+
+def unsound_start() -> UserError:
+    """The error every engine gives when a run's starting point is already unsound."""
+    return UserError("the initial parameters give a non-finite loss; use a smaller init or "
+                     "standardize the data")
+
+
+def choose_engine(engine: str, device: str) -> str:
+    """`auto` is the compiled kernel on the CPU and the affine scan elsewhere; the compiled
+    kernel runs on the CPU only."""
+    if engine == "auto":
+        return "compiled" if device == "cpu" else "affine"
+    if engine == "compiled" and device != "cpu":
+        raise UserError(f"train.engine 'compiled' runs on the CPU, not on {device}; set "
+                        "train.engine: auto (or device: cpu)")
+    return engine
+
+
+@dataclass
+class Runs:
+    """R runs of one plan from R starts, logged at the same points.
+
+    A diverged run stops at its last sound logging point: its later losses are NaN (they
+    never reach a metrics file) and `final` holds its parameters at that point.
+    """
+    log_updates: np.ndarray   # (P,) update counts at the logging points, 0 first
+    losses: np.ndarray        # (R, P) float64 whole-set loss in the recorded convention
+    final: np.ndarray         # (R, p+1) float64 weights then bias at the last sound point
+    diverged_at: np.ndarray   # (R,) int64 first unsound update, -1 for a run that never was
+    seconds: float            # wall-clock time training all R runs (loss evaluation aside)
