@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from descent.io import UserError
 from descent.engines.dispatch import resolve_device
 from descent.engines.problem import ENGINES, Plan, make_schedule
-from descent.engines.torch_backends import train
+from tests.one_run import train
 
 EPS64 = float(np.finfo(np.float64).eps)
 

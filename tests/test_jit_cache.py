@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import json
 import numpy as np
-from descent import kernel
+from descent.engines import compiled as kernel
 x = np.arange(6.0).reshape(3, 2)
 _, losses, *_ = kernel.descend(x, np.ones(3), np.zeros((1, 3)), np.arange(3)[None, None],
                                1, False, 0.01, np.array([1, 3]), 1e6, 0.5)
@@ -72,7 +72,7 @@ def warm(tmp_path_factory):
 def test_a_copy_at_another_path_with_new_mtimes_loads_the_kernel_without_compiling(warm):
     base, cache, first = warm
     tree = copy_package(base / "elsewhere" / "deeper")
-    later = os.stat(tree / "descent" / "kernel.py").st_mtime + 3600
+    later = os.stat(tree / "descent" / "engines" / "compiled.py").st_mtime + 3600
     for path in tree.rglob("*"):
         os.utime(path, (later, later))  # newer than the cached build, as in a fresh checkout
     second = probe(tree, cache)
@@ -87,7 +87,7 @@ def test_a_copy_at_another_path_with_new_mtimes_loads_the_kernel_without_compili
 def test_an_edited_kernel_compiles_again_and_never_loads_the_old_code(warm):
     base, cache, first = warm
     tree = copy_package(base / "edited")
-    kernel = tree / "descent" / "kernel.py"
+    kernel = tree / "descent" / "engines" / "compiled.py"
     # Edit a callee only: the top-level jitted function's own bytecode, which numba also
     # keys on, is unchanged, so only the source's content tells the two builds apart.
     line = "    loss = report_scale * total / n\n"

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from descent.engines.compiled import run_kernel
-from descent.engines.problem import (CHUNK_BYTES, Plan, Runs, Schedule, choose_engine, loss_cap,
-                                     unsound_start)
+from descent.engines.problem import CHUNK_BYTES, Plan, Runs, Schedule, loss_cap, unsound_start
 from descent.io import UserError
 from descent.statistics import sufficient_statistics
 
@@ -56,14 +54,9 @@ def synchronize(device: torch.device) -> None:
 def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
           bias: torch.Tensor, plan: Plan, schedule: Schedule, engine: str = "affine",
           progress=None) -> Trajectory:
-    """Run one descent from (weights, bias); features, targets and parameters share a device.
-
-    engine `auto` is the compiled kernel on the CPU and the affine scan on a GPU.
-    """
+    """Run one descent from (weights, bias) with engine `loop` or `affine`; features, targets
+    and parameters share a device."""
     theta = torch.cat([weights, bias.reshape(1)])
-    engine = choose_engine(engine, features.device.type)
-    if engine == "compiled":
-        return _train_compiled(features, targets, theta, plan, schedule, progress)
     if engine == "affine":
         one = dataclasses.replace(schedule, order=schedule.order[None])
         runs, logged, seconds = _affine_runs(features, targets, theta[None], plan, one,
@@ -104,19 +97,6 @@ def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
         diverged_at[r] = -1 if one.diverged_at_update is None else one.diverged_at_update
         seconds += float(one.seconds[-1])
     return Runs(log_updates, losses, final, diverged_at, seconds)
-
-
-def _train_compiled(features, targets, theta, plan, schedule, progress) -> Trajectory:
-    one = dataclasses.replace(schedule, order=schedule.order[None])
-    logged, losses, last, _, diverged_at, elapsed = run_kernel(
-        features.numpy(), targets.numpy(), theta[None].numpy(), plan, one, progress)
-    log_updates = schedule.log_updates[:last[0] + 1]
-    # One call times the whole run; seconds at logging points are shared out by update count.
-    seconds = elapsed * log_updates / max(1, schedule.log_after[-1])
-    kept = torch.from_numpy(logged[0, :last[0] + 1])
-    at = int(diverged_at[0])
-    return Trajectory(log_updates, kept[:, :-1], kept[:, -1], losses[0, :last[0] + 1],
-                      seconds, at if at > 0 else None)
 
 
 class _Losses:
