@@ -308,3 +308,28 @@ def test_bad_arguments_are_clear_errors(change, message):
     args.update(change)
     with pytest.raises((TypeError, ValueError), match=message):
         descend(**args)
+
+
+def test_the_whole_set_loss_is_one_rule_in_both_backends():
+    """The loss from the float64 sufficient statistics: the kernel's numba `_loss` and the
+    torch backends' `_Losses.loss` give the same bits, for one theta or a batch of them
+    (so a run's logged losses do not depend on its backend or on the runs beside it)."""
+    import torch
+
+    from descent.engines.compiled import _loss
+    from descent.engines.problem import Plan
+    from descent.engines.torch_backends import _Losses
+    from descent.statistics import sufficient_statistics
+
+    rng = np.random.default_rng(8)
+    features = rng.normal(0, 2, (300, 4))
+    targets = features @ [1.0, -2.0, 0.5, 3.0] + rng.normal(size=300)
+    plan = Plan(n_examples=300, batch_size=1, epochs=1, lr=0.1, recorded_scale=0.5)
+    statistics = _Losses(torch.as_tensor(features), torch.as_tensor(targets), plan)
+    gram, cross, yy = sufficient_statistics(features, targets)
+    thetas = rng.normal(0, 3, (7, 5, 5))
+    thetas[0, 0] = np.linalg.lstsq(np.c_[features, np.ones(300)], targets, rcond=None)[0]
+    batched = statistics.loss(torch.as_tensor(thetas))
+    for index in np.ndindex(thetas.shape[:2]):
+        one = _loss(thetas[index], gram, cross, float(yy), 300, 0.5)
+        assert batched[index] == one == statistics.loss(torch.as_tensor(thetas[index]))

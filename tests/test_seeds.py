@@ -3,6 +3,8 @@ the variants start from the same point for a seed (paired comparisons), and the 
 pipeline reports is over seeds that really differ."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,29 @@ def test_the_batched_affine_scan_tracks_each_run_and_lets_diverged_runs_drop_out
     # float64, ~120 updates in two rounding orders: agree to 1e-9 of the O(1-100) values.
     np.testing.assert_allclose(affine.final, compiled.final, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(affine.losses, compiled.losses, rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "affine", "loop"])
+def test_a_run_is_bit_identical_alone_or_inside_a_grid_of_learning_rates(engine):
+    """The run axis over step sizes: one call trains lrs x seeds (each run its own learning
+    rate, start and order); each run's losses, final parameters and divergence point are
+    exactly those of the run trained alone at its learning rate. 0.6 diverges (SGD on
+    features of scale 3), so a run leaving the grid early is covered too."""
+    rng = np.random.default_rng(4)
+    features = rng.normal(0, 3, (40, 2))
+    targets = features @ [1.0, -2.0] + 0.5 + rng.normal(0, 0.1, 40)
+    plan = Plan(n_examples=40, batch_size=4, epochs=3, lr=1.0, log_every=12, blowup=1e6)
+    grid = [(lr, seed) for lr in (0.001, 0.02, 0.6) for seed in (0, 1)]
+    lrs = np.array([lr for lr, _ in grid])
+    generators = [np.random.default_rng(seed) for _, seed in grid]
+    schedule = make_schedule(plan, generators)
+    starts = np.array([[0.1 * seed, -0.2, 0.05] for _, seed in grid])
+    together = train_runs(features, targets, starts, plan, schedule, engine, lrs=lrs)
+    assert (together.diverged_at[lrs == 0.6] > 0).all()  # the large step diverges
+    for r, (lr, _) in enumerate(grid):
+        one = dataclasses.replace(schedule, order=schedule.order[r:r + 1])
+        alone = train_runs(features, targets, starts[r:r + 1],
+                           dataclasses.replace(plan, lr=lr), one, engine)
+        np.testing.assert_array_equal(together.losses[r], alone.losses[0])  # NaN == NaN
+        np.testing.assert_array_equal(together.final[r], alone.final[0])
+        assert together.diverged_at[r] == alone.diverged_at[0]

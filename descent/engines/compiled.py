@@ -300,9 +300,9 @@ def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, 
 
 
 # --- the engine's entry to the kernel -------------------------------------------------
-def compiled_runs(features, targets, thetas, plan, schedule, progress) -> Runs:
+def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
     _, losses, _, final, diverged_at, seconds = run_kernel(features, targets, thetas, plan,
-                                                           schedule, progress)
+                                                           schedule, progress, lrs)
     return Runs(schedule.log_updates, losses, final, diverged_at, seconds)
 
 
@@ -333,8 +333,9 @@ def _check_fit(features, targets, thetas, plan, schedule) -> None:
             f"{schedule.order.dtype} for {plan.epochs} epochs")
 
 
-def run_kernel(features, targets, thetas, plan, schedule, progress):
-    """The numba kernel (`descend_valid`): exact sequential updates, R runs, on the CPU.
+def run_kernel(features, targets, thetas, plan, schedule, progress, lrs=None):
+    """The numba kernel (`descend_valid`): exact sequential updates, R runs, on the CPU,
+    run r at learning rate lrs[r] (default: plan.lr).
 
     Its whole-set losses come from float64 sufficient statistics (X'X, X'y, y'y), and it
     applies the same divergence rule as the other engines, checked at logging points and
@@ -346,11 +347,11 @@ def run_kernel(features, targets, thetas, plan, schedule, progress):
     thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
     _check_fit(x, y, thetas, plan, schedule)
     _load_kernel(x.dtype)  # compile or load from cache, untimed
+    lrs = np.full(len(thetas), plan.lr) if lrs is None else lrs
     started = time.perf_counter()
     logged, losses, diverged_at, last, final = descend_valid(
         x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
-        2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup,
-        plan.recorded_scale)
+        2 * plan.gradient_scale * lrs, schedule.log_after, plan.blowup, plan.recorded_scale)
     seconds = time.perf_counter() - started
     if progress:
         progress(len(schedule.batch_sizes) * len(thetas))

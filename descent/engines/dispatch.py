@@ -16,9 +16,11 @@ from descent.io import UserError
 
 def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
                schedule: Schedule, engine: str = "auto", device: str = "cpu",
-               progress=None) -> Runs:
+               progress=None, lrs=None) -> Runs:
     """R runs at once from thetas (R, p+1), in the dtype of features, on `device`;
-    schedule.order is (R, epochs, N), one order per run.
+    schedule.order is (R, epochs, N), one order per run; lrs (R,), one learning rate per run
+    (default: plan.lr for every run). So one call trains a grid of learning rates x seeds,
+    each run bit for bit what it is alone; batch size and epochs are the plan's.
 
     The compiled kernel takes all runs in one call (in parallel over runs, in threads), the
     affine scan in one batched scan, the literal loop one after another (both in
@@ -26,13 +28,17 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     either way.
     """
     engine = choose_engine(engine, device)
+    lrs = np.full(len(thetas), plan.lr) if lrs is None else np.asarray(lrs, np.float64)
+    if lrs.shape != (len(thetas),) or not (np.isfinite(lrs) & (lrs > 0)).all():
+        raise ValueError(f"lrs must be ({len(thetas)},) positive finite learning rates, one "
+                         f"per run; got {lrs.shape}")
     if engine == "compiled":
         from descent.engines.compiled import compiled_runs
 
-        return compiled_runs(features, targets, thetas, plan, schedule, progress)
+        return compiled_runs(features, targets, thetas, plan, schedule, progress, lrs)
     from descent.engines.torch_backends import torch_runs
 
-    return torch_runs(features, targets, thetas, plan, schedule, engine, device, progress)
+    return torch_runs(features, targets, thetas, plan, schedule, engine, device, progress, lrs)
 
 
 def resolve_device(name: str) -> str:

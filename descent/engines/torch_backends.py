@@ -76,7 +76,7 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
 
 
 def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
-               schedule: Schedule, engine: str, device: str, progress=None) -> Runs:
+               schedule: Schedule, engine: str, device: str, progress=None, lrs=None) -> Runs:
     """engine.train_runs for the torch engines on `device`: the affine scan takes all runs
     at once, the literal loop one after another."""
     device = torch.device(device)
@@ -84,13 +84,14 @@ def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     y = torch.as_tensor(targets, device=device)
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
     if engine == "affine":
-        return _affine_runs(x, y, starts, plan, schedule, progress)[0]
+        return _affine_runs(x, y, starts, plan, schedule, progress, lrs=lrs)[0]
     log_updates = schedule.log_updates
     runs, p1 = len(thetas), thetas.shape[1]
     losses = np.full((runs, len(log_updates)), np.nan)
     final, diverged_at, seconds = np.empty((runs, p1)), np.full(runs, -1), 0.0
     for r in range(runs):
-        one = train(x, y, starts[r, :-1], starts[r, -1], plan,
+        own = plan if lrs is None else dataclasses.replace(plan, lr=float(lrs[r]))
+        one = train(x, y, starts[r, :-1], starts[r, -1], own,
                     dataclasses.replace(schedule, order=schedule.order[r]), engine, progress)
         losses[r, :len(one.losses)] = one.losses
         final[r] = np.r_[one.weights[-1].cpu().double().numpy(), float(one.biases[-1])]
@@ -119,12 +120,20 @@ class _Losses:
         return blowup * np.maximum(start, np.finfo(np.float64).tiny)
 
     def loss(self, thetas: torch.Tensor) -> np.ndarray:
-        """Whole-set losses of thetas (..., p+1), float64 on the host."""
+        """Whole-set losses of thetas (..., p+1), float64 on the host: the compiled kernel's
+        `_loss`, operation for operation (elementwise, over the parameters in index order),
+        so a run's losses are the same bits whatever other runs share the array (an einsum
+        or a matrix product picks its summation by shape) and whichever backend ran it."""
         theta = thetas.detach().cpu().double().numpy()
         with np.errstate(all="ignore"):  # an overflowing theta gives inf/nan: unsound
-            quadratic = np.einsum("...j,jk,...k->...", theta, self.gram, theta) \
-                - 2 * theta @ self.cross + self.yy
-        return self.scale * np.maximum(quadratic, 0.0) / self.n
+            rows = np.zeros(theta.shape)
+            for b in range(theta.shape[-1]):  # rows[a] = sum over b of gram[b, a] theta[b]
+                rows += self.gram[b] * theta[..., b:b + 1]
+            total = np.full(theta.shape[:-1], self.yy)
+            for a in range(theta.shape[-1]):
+                total = total + theta[..., a] * (rows[..., a] - 2.0 * self.cross[a])
+            losses = self.scale * total / self.n
+        return np.where(losses < 0.0, 0.0, losses)  # cancellation near the optimum; NaN stays
 
     def sound(self, thetas: torch.Tensor, losses: np.ndarray, limit) -> np.ndarray:
         finite = torch.isfinite(thetas).all(dim=-1).cpu().numpy()
@@ -161,21 +170,22 @@ class _Watch:
 
     def first_unsound_update(self, theta: torch.Tensor, first: int, last: int) -> int:
         return _first_unsound(self.features, self.targets, self.schedule.order, self.schedule,
-                              self.plan, self.statistics, self.limit, theta, first, last)
+                              self.plan, self.plan.lr, self.statistics, self.limit, theta,
+                              first, last)
 
 
-def _first_unsound(features, targets, order, schedule, plan, statistics, limit, theta,
+def _first_unsound(features, targets, order, schedule, plan, lr, statistics, limit, theta,
                    first: int, last: int) -> int:
-    """Replay updates first..last-1 (0-based) of one run (its order (epochs, N)) one by one
-    from theta; the first unsound one. Runs only after a divergence, over at most one
-    logging interval."""
+    """Replay updates first..last-1 (0-based) of one run (its order (epochs, N), its learning
+    rate lr) one by one from theta; the first unsound one. Runs only after a divergence,
+    over at most one logging interval."""
     order = torch.from_numpy(order).to(features.device)
     for update in range(first, last):
         start = schedule.starts[update]
         batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
         x, y = features[batch], targets[batch]
         residuals = x @ theta[:-1] + theta[-1] - y
-        step = 2 * plan.gradient_scale * plan.lr / len(batch)
+        step = 2 * plan.gradient_scale * lr / len(batch)
         theta = theta - step * torch.cat([x.T @ residuals, residuals.sum().reshape(1)])
         if not bool(statistics.sound(theta[None], statistics.loss(theta[None]), limit)[0]):
             return update + 1
@@ -225,11 +235,11 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
 
 
 # --- the affine-map engine -------------------------------------------------------------
-def _update_maps(features1, targets, orders, runs, schedule, plan, first, last
+def _update_maps(features1, targets, orders, runs, schedule, plan, lrs, first, last
                  ) -> torch.Tensor:
     """Homogeneous (q x q) maps of updates first..last-1 (0-based) of the runs listed in
-    `runs`, shape (R, K, q, q), q = p + 2; orders is (all runs, epochs, N), of which only the
-    chunk's entries are read.
+    `runs` (at learning rates lrs, one each), shape (R, K, q, q), q = p + 2; orders is (all
+    runs, epochs, N), of which only the chunk's entries are read.
 
     features1 has a trailing ones column and an extra all-zero row at index N, which pads
     short batches so that every batch in the chunk has the same width.
@@ -247,11 +257,12 @@ def _update_maps(features1, targets, orders, runs, schedule, plan, first, last
         orders[np.asarray(runs)[:, None], rows[valid], columns[valid]])
     index = index.to(device)  # one copy per chunk, not per update
     batch_x, batch_y = features1[index], targets[index]         # (R, K, m, p), (R, K, m)
-    step = torch.as_tensor(2 * plan.gradient_scale * plan.lr / sizes, device=device, dtype=dtype)
+    step = torch.as_tensor(2 * plan.gradient_scale * lrs[:, None] / sizes, device=device,
+                           dtype=dtype)                                     # (R, K)
     maps = torch.zeros(len(runs), len(sizes), p + 1, p + 1, device=device, dtype=dtype)
     maps[..., :p, :p] = torch.eye(p, device=device, dtype=dtype) \
-        - step[:, None, None] * (batch_x.transpose(-1, -2) @ batch_x)
-    maps[..., :p, p] = step[:, None] * (batch_x.transpose(-1, -2) @ batch_y[..., None])[..., 0]
+        - step[..., None, None] * (batch_x.transpose(-1, -2) @ batch_x)
+    maps[..., :p, p] = step[..., None] * (batch_x.transpose(-1, -2) @ batch_y[..., None])[..., 0]
     maps[..., p, p] = 1
     return maps
 
@@ -331,8 +342,10 @@ def chunk_updates(n_features: int, itemsize: int, width: int, runs: int,
     return budget // one
 
 
-def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool = False):
-    """R runs of the affine scan at once, from thetas (R, p+1); schedule.order (R, epochs, N).
+def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool = False,
+                 lrs=None):
+    """R runs of the affine scan at once, from thetas (R, p+1); schedule.order (R, epochs, N);
+    lrs (R,) their learning rates (default: plan.lr).
 
     Returns (Runs, the parameters at every logging point (R, points, p+1) if keep, else
     None, the seconds at each logging point). A diverged run is found exactly (its last
@@ -341,6 +354,7 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
     device, dtype = features.device, features.dtype
     n, p = features.shape
     runs = thetas.shape[0]
+    lrs = np.full(runs, plan.lr) if lrs is None else lrs
     ones = torch.ones(n, 1, device=device, dtype=dtype)
     padding = torch.zeros(1, p + 1, device=device, dtype=dtype)
     features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
@@ -374,7 +388,7 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
         synchronize(device)
         started = time.perf_counter()
         maps = _update_maps(features1, targets0, schedule.order, active, schedule, plan,
-                            done, last)
+                            lrs[active], done, last)
         inside = schedule.log_after[(schedule.log_after > done)
                                     & (schedule.log_after <= last)] - done
         cut = not len(inside) or inside[-1] < last - done  # the chunk ends mid-segment
@@ -411,8 +425,8 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
                 before = thetas_at[n - 1, j] if n else state[j, :-1]
                 first = done + int(inside[n - 1]) if n else last_logged
                 diverged_at[run] = _first_unsound(
-                    features, targets, schedule.order[run], schedule, plan, statistics,
-                    limits[run], before, first, done + int(inside[n]))
+                    features, targets, schedule.order[run], schedule, plan, lrs[run],
+                    statistics, limits[run], before, first, done + int(inside[n]))
                 final[run] = before.detach().cpu().double().numpy()
             keep_going = torch.from_numpy(going).to(device)
             state, active = states[-1][keep_going], active[going]
