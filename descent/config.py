@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from descent.io import ROOT, UserError
+from descent.paths import AIRFOIL_CSV, CUSTOM, PARAMS, SYNTHETIC
 
-PARAMS_FILE = ROOT / "params.yaml"
+PARAMS_FILE = ROOT / PARAMS
 VARIANTS = ("gd", "sgd", "minibatch")
 DTYPES = ("float32", "float64")
 ENGINES = ("auto", "compiled", "affine", "loop")
@@ -26,10 +27,7 @@ FEATURE_KINDS = {"grid": ("start", "step"), "uniform": ("low", "high"),
                  "normal": ("mean", "std")}
 # Safe as a file name, a DVC metric key and a plot name: no dots, slashes or spaces.
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-AIRFOIL_CSV = "data/prepared/airfoil.csv"
 AIRFOIL_FEATURES = 5
-SYNTHETIC_DIR = "data/synthetic"
-CUSTOM_DIR = "data/custom"  # your own CSVs: a dep of the stages that read data
 
 
 @dataclass(frozen=True)
@@ -210,7 +208,7 @@ class Config:
 def _synthetic_name(data: str) -> str | None:
     """The set a path data/synthetic/<set>.csv names, else None."""
     path = Path(data)
-    return path.stem if path.parent.as_posix() == SYNTHETIC_DIR and path.suffix == ".csv" \
+    return path.stem if path.parent.as_posix() == SYNTHETIC and path.suffix == ".csv" \
         else None
 
 
@@ -438,7 +436,7 @@ def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]
         if not isinstance(data, str) or not data.endswith(".csv") or Path(data).is_absolute() \
                 or ".." in Path(data).parts:
             raise _fail(f"{key}.data", data, f"must be a .csv path inside the project: "
-                        f"{AIRFOIL_CSV}, {SYNTHETIC_DIR}/<set>.csv or {CUSTOM_DIR}/<file>.csv")
+                        f"{AIRFOIL_CSV}, {SYNTHETIC}/<set>.csv or {CUSTOM}/<file>.csv")
         if _synthetic_name(data) not in (None, *synthetic):
             raise _fail(f"{key}.data", data, f"names a synthetic set that `synthetic:` does "
                         f"not define (sets: {', '.join(synthetic) or 'none'})",
@@ -446,9 +444,9 @@ def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]
         # Only these folders are deps of the stages that read data (dvc.yaml): a file
         # elsewhere could change without DVC rerunning anything.
         if data != AIRFOIL_CSV and _synthetic_name(data) is None and \
-                Path(data).parts[:2] != tuple(CUSTOM_DIR.split("/")):
-            raise _fail(f"{key}.data", data, f"is outside {CUSTOM_DIR}/, the folder DVC "
-                        "watches for your own data", f"move the file into {CUSTOM_DIR}/ and "
+                Path(data).parts[:2] != tuple(CUSTOM.split("/")):
+            raise _fail(f"{key}.data", data, f"is outside {CUSTOM}/, the folder DVC "
+                        "watches for your own data", f"move the file into {CUSTOM}/ and "
                         "point the recipe there")
         loss = LOSSES[_choice(spec["loss"], f"{key}.loss", tuple(LOSSES))]
         gradient = spec.get("gradient_loss", loss.name)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from descent.config import AIRFOIL_CSV, Config, Recipe, SyntheticSet
+from descent.config import Config, Recipe, SyntheticSet
 from descent.io import ROOT, UserError, relative, write_csv, write_json
 from descent.limits import check_memory
+from descent.paths import AIRFOIL_CSV
 
 COLUMNS = ("frequency", "angle_of_attack", "chord_length", "free_stream_velocity",
            "displacement_thickness", "sound_pressure")  # the last one is the target

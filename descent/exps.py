@@ -20,11 +20,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from descent import paths
+
 # Columns that say nothing about the results: the dependencies' hashes (any name with a
 # slash: DVC anchors the regex at the start) and the queue's bookkeeping.
 DROP = ".*/|Created|State|Executor"
 ROW_NAME = ("Experiment", "rev", "typ", "parent")  # DVC's own columns in --csv output
-HEADLINE = Path("metrics/final_loss.json")
+HEADLINE = Path(paths.HEADLINE)
 
 
 def flat(tree: dict, prefix: str = "") -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from descent import paths
 from descent.io import ROOT, UserError, atomic_write
 
 # The same colours as the DVC plots' template (.dvc/plots/variants.json).
@@ -40,10 +41,10 @@ def read(root: Path, recipes: list[str]):
     frames = {}
     for name in recipes:
         try:
-            frames[name] = (pd.read_csv(root / f"plots/loss/{name}.csv"),
-                            pd.read_csv(root / f"plots/seconds/{name}.csv"))
+            frames[name] = (pd.read_csv(root / paths.loss_plot(name)),
+                            pd.read_csv(root / paths.seconds_plot(name)))
         except FileNotFoundError:
-            raise UserError(f"plots/loss/{name}.csv not found; run `dvc repro evaluate`") \
+            raise UserError(f"{paths.loss_plot(name)} not found; run `dvc repro evaluate`") \
                 from None
     return frames
 

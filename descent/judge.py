@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from descent.config import VARIANTS, batch_size
+from descent import paths
 from descent.io import ROOT, UserError, damaged, read_json
 from descent.numbers import DIGITS, significant
 
@@ -19,13 +20,12 @@ NOT_REACHED = "not reached"
 DIVERGED = "diverged"
 
 
-CLOSED_FORM = ROOT / "data/closed_form.json"
 
 
 def load_closed_form(recipes) -> dict[str, dict]:
     """What stage `solve` wrote, for every recipe."""
     try:
-        optima = read_json(CLOSED_FORM, "solve")
+        optima = read_json(ROOT / paths.CLOSED_FORM, "solve")
     except FileNotFoundError:
         raise UserError("data/closed_form.json not found; run `dvc repro solve` first") \
             from None
@@ -231,14 +231,14 @@ def _curves(path: Path, writer: str) -> dict[str, np.ndarray]:
 
 def load_runs(variant: str) -> tuple[dict, Any]:
     """What train@<variant> wrote: its results and each seed's loss curves."""
-    return (_written_by_train(variant, read_json, f"metrics/train/{variant}.json"),
-            _written_by_train(variant, _curves, f"data/runs/{variant}.npz"))
+    return (_written_by_train(variant, read_json, paths.train_results(variant)),
+            _written_by_train(variant, _curves, paths.curves(variant)))
 
 
 def load_trained(variant: str) -> tuple[dict, Any, dict]:
     """load_runs, and the timings of train@<variant>."""
     results, curves = load_runs(variant)
-    timings = _written_by_train(variant, read_json, f"metrics/timing/{variant}.json")
+    timings = _written_by_train(variant, read_json, paths.timing(variant))
     return results, curves, timings["recipes"]
 
 
@@ -250,7 +250,7 @@ def check_current(config, variant: str, results: dict, curves) -> None:
     """Refuse runs written under other params than params.yaml's (a stage run by hand
     after an edit, or two dvc runs at once): judged, they would be reported as this
     config's."""
-    written = f"metrics/train/{variant}.json"
+    written = paths.train_results(variant)
     for name in config.recipes:
         if name not in results["recipes"]:
             raise UserError(f"{written} has no result for recipe '{name}'; run "

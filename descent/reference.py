@@ -12,19 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from descent.config import AIRFOIL_CSV, LOSSES, VARIANTS, Config, Recipe, read_yaml
+from descent import paths
+from descent.config import LOSSES, VARIANTS, Config, Recipe, read_yaml
 from descent.io import ROOT, UserError, read_json, write_text
 from descent.judge import check_current, load_runs
 from descent.numbers import DIGITS, significant
 
-PUBLISHED = ROOT / "data/published.yaml"
+PUBLISHED = ROOT / paths.PUBLISHED
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- reference-table:start -->", "<!-- reference-table:end -->"
 
 
 def identity(config: Config, recipe: Recipe) -> dict[str, Any]:
     """What makes a recipe's figures comparable with a published experiment's."""
-    if recipe.data == AIRFOIL_CSV:
+    if recipe.data == paths.AIRFOIL_CSV:
         data: Any = {"airfoil_sha256": config.fetch.sha256, "n_train": config.n_train}
     elif (spec := config.synthetic_source(recipe)) is not None:
         # The generator's seed is left out: another draw of the same set is comparable.

@@ -13,6 +13,7 @@ the same seeds. Writes:
 from __future__ import annotations
 
 from descent import config as configuration
+from descent import paths
 from descent.io import ROOT, cli, write_csv, write_json
 
 
@@ -23,14 +24,14 @@ def main() -> None:
     judged = judge_all(config, load_closed_form(config.recipes))
     columns = ["variant", "loss", "low", "high", "diverged", "closed_form"]
     for name, frame in judged.bands.items():
-        write_csv(ROOT / f"plots/loss/{name}.csv",
+        write_csv(ROOT / paths.loss_plot(name),
                   frame[["epoch", "examples", "updates", *columns]], float_format="%.7g")
-        write_csv(ROOT / f"plots/seconds/{name}.csv", frame[["seconds", *columns]],
+        write_csv(ROOT / paths.seconds_plot(name), frame[["seconds", *columns]],
                   float_format="%.7g")
-    write_json(ROOT / "metrics/final_loss.json", judged.headline)
-    write_json(ROOT / "metrics/evaluate.json", judged.metrics)
-    write_json(ROOT / "metrics/seeds.json", judged.per_seed)
-    write_json(ROOT / "metrics/speed.json", judged.speeds)
+    write_json(ROOT / paths.HEADLINE, judged.headline)
+    write_json(ROOT / paths.EVALUATION, judged.metrics)
+    write_json(ROOT / paths.PER_SEED, judged.per_seed)
+    write_json(ROOT / paths.SPEED, judged.speeds)
     print(f"judged {config.seeds} seeds x {len(configuration.VARIANTS)} variants x "
           f"{len(config.recipes)} recipes: metrics/final_loss.json (headline), evaluate.json, "
           "seeds.json, speed.json")

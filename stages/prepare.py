@@ -10,6 +10,7 @@ so results can be mapped back to physical units.
 from __future__ import annotations
 
 from descent import config as configuration
+from descent import paths
 from descent.io import ROOT, UserError, cli
 
 
@@ -19,9 +20,8 @@ def main(raw: str = "") -> None:
     config = configuration.load()
     from descent.data import prepare
 
-    prepare(ROOT / raw, config.n_train, ROOT / configuration.AIRFOIL_CSV,
-            ROOT / "data/prepared/airfoil_scaling.json")
-    print(f"prepared {configuration.AIRFOIL_CSV}: {config.n_train} rows")
+    prepare(ROOT / raw, config.n_train, ROOT / paths.AIRFOIL_CSV, ROOT / paths.AIRFOIL_SCALING)
+    print(f"prepared {paths.AIRFOIL_CSV}: {config.n_train} rows")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from descent import config as configuration
+from descent import paths
 from descent.io import ROOT, UserError, cli, read_json, write_json, write_text
 
 
@@ -19,13 +20,13 @@ def main(*flags: str) -> None:
     from descent.reference import build, update_readme
 
     try:
-        judged = read_json(ROOT / "metrics/evaluate.json", "evaluate")
+        judged = read_json(ROOT / paths.EVALUATION, "evaluate")
     except FileNotFoundError:
         raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
     rows, table = build(config, judged)  # every input checked before anything is written
-    draw(list(config.recipes), judged, config.seeds, ROOT / "plots/comparison.png")
-    write_json(ROOT / "metrics/reference.json", rows)
-    write_text(ROOT / "metrics/reference.md", table)
+    draw(list(config.recipes), judged, config.seeds, ROOT / paths.FIGURE)
+    write_json(ROOT / paths.REFERENCE_JSON, rows)
+    write_text(ROOT / paths.REFERENCE_TABLE, table)
     zs = [abs(row["ours"]["z"]) for row in rows
           if isinstance(row["ours"], dict) and "z" in row["ours"]]
     print(f"wrote plots/comparison.png and metrics/reference.md: {len(rows)} published "

@@ -9,17 +9,17 @@ solution has on any CPU: see descent/least_squares.py).
 from __future__ import annotations
 
 from descent import config as configuration
-from descent.io import cli, write_json
+from descent import paths
+from descent.io import ROOT, cli, write_json
 
 
 def main() -> None:
     config = configuration.load()
     from descent.data import check_datasets
-    from descent.judge import CLOSED_FORM
     from descent.least_squares import closed_form
 
     datasets = check_datasets(config)
-    write_json(CLOSED_FORM,
+    write_json(ROOT / paths.CLOSED_FORM,
                {name: closed_form(*datasets[name], recipe.loss.scale)
                 for name, recipe in config.recipes.items()})
     print(f"solved {len(config.recipes)} recipes in closed form: data/closed_form.json")

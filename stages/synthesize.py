@@ -8,6 +8,7 @@ leaves the others unchanged.
 from __future__ import annotations
 
 from descent import config as configuration
+from descent import paths
 from descent.io import ROOT, cli
 
 
@@ -15,8 +16,8 @@ def main() -> None:
     config = configuration.load()
     from descent.data import synthesize
 
-    synthesize(config.synthetic, ROOT / configuration.SYNTHETIC_DIR)
-    print(f"synthesized {len(config.synthetic)} sets in {configuration.SYNTHETIC_DIR}: "
+    synthesize(config.synthetic, ROOT / paths.SYNTHETIC)
+    print(f"synthesized {len(config.synthetic)} sets in {paths.SYNTHETIC}: "
           f"{', '.join(config.synthetic)}")
 
 

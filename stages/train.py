@@ -11,6 +11,7 @@ Writes, for the variant:
 from __future__ import annotations
 
 from descent import config as configuration
+from descent import paths
 from descent.io import ROOT, UserError, cli, write_arrays, write_json
 
 
@@ -56,9 +57,9 @@ def main(variant: str = "") -> None:
 
     setup = {"device": str(device), "dtype": config.dtype, "engine": config.train.engine,
              "seed": config.seed, "seeds": config.seeds}
-    write_json(ROOT / f"metrics/train/{variant}.json", {"setup": setup, "recipes": results})
-    write_arrays(ROOT / f"data/runs/{variant}.npz", arrays)
-    write_json(ROOT / f"metrics/timing/{variant}.json", {"setup": setup, "recipes": timings})
+    write_json(ROOT / paths.train_results(variant), {"setup": setup, "recipes": results})
+    write_arrays(ROOT / paths.curves(variant), arrays)
+    write_json(ROOT / paths.timing(variant), {"setup": setup, "recipes": timings})
 
 
 if __name__ == "__main__":

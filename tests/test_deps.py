@@ -53,11 +53,15 @@ def code_of(module: str) -> set[str]:
     return {path.relative_to(ROOT).as_posix() for path in seen if path.read_text().strip()}
 
 
+def spec() -> dict:
+    """dvc.yaml's stages, as written."""
+    return YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
 def stages() -> dict[str, tuple[str, set[str]]]:
     """Stage name -> (its command, its deps), foreach members expanded."""
-    spec = YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())["stages"]
     found = {}
-    for name, stage in spec.items():
+    for name, stage in spec().items():
         if "foreach" not in stage:
             found[name] = (stage["cmd"], set(stage.get("deps", [])))
             continue
