@@ -50,7 +50,7 @@ def schedule(plan: Plan, runs: int = 1):
     return make_schedule(plan, [np.random.default_rng(r) for r in range(runs)])
 
 
-def descend(engine: str, x, y, plan: Plan, runs: int = 1, device: str = "cpu", made=None):
+def timed_runs(engine: str, x, y, plan: Plan, runs: int = 1, device: str = "cpu", made=None):
     """R runs from zero; `made` is a schedule built beforehand (so it is not timed)."""
     thetas = np.zeros((runs, x.shape[1] + 1))
     return train_runs(x, y, thetas, plan, made or schedule(plan, runs), engine=engine,
@@ -62,7 +62,7 @@ def seconds_per_call(engine: str, x, y, plan: Plan, device: str = "cpu",
     """Best time of one call on a schedule built beforehand; the literal loop, far slower,
     gets fewer repeats."""
     made = schedule(plan)
-    return best_of(lambda: descend(engine, x, y, plan, device=device, made=made),
+    return best_of(lambda: timed_runs(engine, x, y, plan, device=device, made=made),
                    REPEATS if engine == "loop" else repeats)
 
 
@@ -81,7 +81,7 @@ def against_sklearn(x, y, plan: Plan, rounds: int = 101) -> tuple[float, float, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "max_iter reached": one epoch is the point
         fit = functools.partial(model.fit, wide_x, wide_y)
-        best = interleaved({"compiled": lambda: descend("compiled", x, y, plan, made=made),
+        best = interleaved({"compiled": lambda: timed_runs("compiled", x, y, plan, made=made),
                             "sklearn": fit}, rounds)
         return best["compiled"], best["sklearn"], best_of(fit, rounds)
 
@@ -95,11 +95,11 @@ def airfoil(engines: list[str], device: str) -> list[dict]:
     rows = []
     for batch, lr, epochs in ((1, 0.005, 1), (10, 0.05, 2), (100, 0.05, 4), (1500, 1.0, 6)):
         plan = Plan(n_examples=len(y), batch_size=batch, epochs=epochs, lr=lr)
-        reference = descend("loop", x, y, plan).final[0]
+        reference = timed_runs("loop", x, y, plan).final[0]
         row = {"batch_size": batch, "epochs": epochs}
         for engine in engines:
             on = "cpu" if engine in ("compiled", "loop") else device
-            got = descend(engine, x, y, plan, device=on).final[0]
+            got = timed_runs(engine, x, y, plan, device=on).final[0]
             # float32, a few thousand contracting updates in another rounding order
             assert np.allclose(got, reference, rtol=0, atol=1e-4), (engine, got, reference)
             row[f"{engine}_s_per_epoch"] = seconds_per_call(engine, x, y, plan, on) / epochs
@@ -136,7 +136,7 @@ def features_sweep(device: str) -> list[dict]:
         if device != "cpu":
             runs += [("loop", device), ("affine", device)]
         for engine, on in runs:
-            descend(engine, x, y, plan, device=on)  # warm (compile, allocate)
+            timed_runs(engine, x, y, plan, device=on)  # warm (compile, allocate)
             key = f"{engine}_us_per_update" + ("" if on == "cpu" else f"_{on.split(':')[0]}")
             row[key] = seconds_per_call(engine, x, y, plan, on, repeats=11) / 1000 * 1e6
         rows.append(row)
@@ -146,14 +146,14 @@ def features_sweep(device: str) -> list[dict]:
 LARGE = """
 import resource, sys, time
 import numpy as np
-from bench.benchmark import Plan, descend, schedule
+from bench.benchmark import Plan, timed_runs, schedule
 n, p, runs = (int(v) for v in sys.argv[1:4])
 engine, device = sys.argv[4:6]
 rng = np.random.default_rng(0)
 x = rng.standard_normal((n, p), dtype=np.float32)
 y = x @ rng.standard_normal(p, dtype=np.float32) + rng.standard_normal(n, dtype=np.float32) / 10
 plan = Plan(n_examples=n, batch_size=1, epochs=1, lr=0.01 / p, log_every=100)
-descend(engine, x[:1000], y[:1000], Plan(n_examples=1000, batch_size=1, epochs=1, lr=0.01),
+timed_runs(engine, x[:1000], y[:1000], Plan(n_examples=1000, batch_size=1, epochs=1, lr=0.01),
         device=device)  # compile or load the kernel, untimed
 def status(key):  # kB figures of /proc/self/status, in bytes
     line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
@@ -164,7 +164,7 @@ started = time.perf_counter()
 made = schedule(plan, runs)
 scheduling = time.perf_counter() - started
 started = time.perf_counter()
-runs_done = descend(engine, x, y, plan, runs, device, made)
+runs_done = timed_runs(engine, x, y, plan, runs, device, made)
 seconds = time.perf_counter() - started
 assert np.isfinite(runs_done.final).all()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -225,7 +225,8 @@ def imports() -> dict:
              "print(time.perf_counter() - t)"], cwd=ROOT, capture_output=True, text=True,
             check=True).stdout) for _ in range(3))
 
-    return {"train_stage_cpu": cost("import descent.training, descent.data, descent.engines.compiled"),
+    return {"train_stage_cpu": cost("import descent.training, descent.data, "
+                                    "descent.engines.compiled"),
             "torch": cost("import torch"), "sklearn": cost("import sklearn.linear_model"),
             "matplotlib": cost("import matplotlib.pyplot")}
 

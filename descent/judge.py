@@ -53,9 +53,9 @@ def as_metrics(optimum: dict, digits: int) -> dict:
             "bias": significant(optimum["bias"], digits), **weights, **note}
 
 
-def spread(values, digits: int, scale: float, signed: bool = False) -> dict:
+def spread(values, digits: int, magnitude: float, signed: bool = False) -> dict:
     """Mean, standard deviation and 95 % confidence interval of the mean over runs, rounded
-    to `digits` significant digits of `scale` (the figures' magnitude).
+    to `digits` significant digits of `magnitude` (the figures').
 
     The interval of a signed quantity (a paired difference) is Student t's. A loss, a
     distance or a count is positive and often skewed (a few seeds far out): Student t's
@@ -64,13 +64,13 @@ def spread(values, digits: int, scale: float, signed: bool = False) -> dict:
     """
     values = np.asarray(values, dtype=float)
     n, mean = len(values), float(np.mean(values))
-    result = {"mean": significant(mean, digits, scale), "n": n}
+    result = {"mean": significant(mean, digits, magnitude), "n": n}
     if n >= 2:
         sd = float(np.std(values, ddof=1))
         low, high = t_interval(values) if signed else bootstrap_interval(values)
-        result.update(sd=significant(sd, digits, scale),
-                      ci95_low=significant(low, digits, scale),
-                      ci95_high=significant(high, digits, scale))
+        result.update(sd=significant(sd, digits, magnitude),
+                      ci95_low=significant(low, digits, magnitude),
+                      ci95_high=significant(high, digits, magnitude))
     return result
 
 
@@ -153,25 +153,27 @@ def judge(result: dict, curves: dict, optimum: dict, truth: dict | None,
                          target_excess, dtype)
     seeds = [seed_figures(run, curves["losses"][r], curves["examples"], optimum, truth, target)
              for r, run in enumerate(result["runs"])]
-    sound = [figures for figures in seeds if not figures["diverged"]]
+    finished = [figures for figures in seeds if not figures["diverged"]]
     metrics: dict[str, Any] = {key: result[key] for key in ("batch_size", "lr", "epochs",
                                                             "updates")}
     metrics["runs"] = len(seeds)
-    metrics["diverged_fraction"] = 1 - len(sound) / len(seeds)
-    if len(sound) < len(seeds):
+    metrics["diverged_fraction"] = 1 - len(finished) / len(seeds)
+    if len(finished) < len(seeds):
         metrics["earliest_divergence_update"] = min(
             figures["diverged_at_update"] for figures in seeds if figures["diverged"])
-    loss_scale = np.mean([f["final_loss"] for f in sound]) if sound else 1.0
-    parameter_scale = max(np.abs(np.r_[optimum["weights"], optimum["bias"]]).max(), 1e-300)
+    loss_magnitude = np.mean([f["final_loss"] for f in finished]) if finished else 1.0
+    parameter_magnitude = max(np.abs(np.r_[optimum["weights"], optimum["bias"]]).max(), 1e-300)
     for key in SPREAD_FIGURES:
-        if sound and key not in sound[0]:  # no truth, or no unique minimum
+        if finished and key not in finished[0]:  # no truth, or no unique minimum
             continue
-        scale = parameter_scale if key.endswith("distance") else loss_scale
-        metrics[key] = spread([f[key] for f in sound], digits, scale) if sound else DIVERGED
-    reached = [f["examples_to_target"] for f in sound if f["examples_to_target"] is not None]
+        magnitude = parameter_magnitude if key.endswith("distance") else loss_magnitude
+        metrics[key] = spread([f[key] for f in finished], digits, magnitude) if finished \
+            else DIVERGED
+    reached = [f["examples_to_target"] for f in finished
+               if f["examples_to_target"] is not None]
     metrics["reached_fraction"] = len(reached) / len(seeds)
     metrics["examples_to_target"] = spread(reached, 6, np.mean(reached)) if reached \
-        else (DIVERGED if not sound else NOT_REACHED)
+        else (DIVERGED if not finished else NOT_REACHED)
     return metrics, seeds
 
 
@@ -340,8 +342,8 @@ def band(curves: dict, n_examples: int, seconds_per_update: float,
     import pandas as pd
 
     losses = curves["losses"]
-    sound = (~np.isnan(losses)).sum(axis=0)
-    keep = np.flatnonzero(sound > 0)
+    going = (~np.isnan(losses)).sum(axis=0)
+    keep = np.flatnonzero(going > 0)
     if len(keep) > MAX_PLOT_POINTS:
         spread_out = np.linspace(0, len(keep) - 1, MAX_PLOT_POINTS).round().astype(int)
         keep = keep[np.unique(spread_out)]
@@ -349,7 +351,7 @@ def band(curves: dict, n_examples: int, seconds_per_update: float,
         low, high = np.nanpercentile(losses[:, keep], [10, 90], axis=0)
         mean = np.nanmean(losses[:, keep], axis=0)
     updates, examples = curves["updates"][keep], curves["examples"][keep]
-    diverged = len(losses) - sound[keep]
+    diverged = len(losses) - going[keep]
     if diverged_at and all(update is not None for update in diverged_at):
         last = max(diverged_at)
         # Examples at an update between logging points: batches are even within an interval.

@@ -12,15 +12,15 @@ import math
 DIGITS = {"float32": 7, "float64": 12}
 
 
-def significant(value: float, digits: int, scale: float | None = None) -> float:
-    """value rounded to `digits` significant digits of `scale` (default: of value itself).
+def significant(value: float, digits: int, magnitude: float | None = None) -> float:
+    """value rounded to `digits` significant digits of `magnitude` (default: of value).
 
     A difference of two nearby figures (an excess loss) carries the absolute precision of
     the figures, not its own: round it on their scale.
     """
     value = float(value)
-    scale = abs(value) if scale is None else abs(float(scale))
-    if not math.isfinite(value) or value == 0 or scale == 0:
+    magnitude = abs(value) if magnitude is None else abs(float(magnitude))
+    if not math.isfinite(value) or value == 0 or magnitude == 0:
         return value
-    decimals = digits - 1 - math.floor(math.log10(scale))
+    decimals = digits - 1 - math.floor(math.log10(magnitude))
     return round(value, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0

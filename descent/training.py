@@ -33,7 +33,7 @@ def plan_of(config: Config, recipe: Recipe, variant: str, n_examples: int) -> Pl
     return Plan(n_examples=n_examples, batch_size=batch_size(config, variant, n_examples),
                 epochs=steps.epochs, lr=steps.lr, gradient_scale=recipe.gradient_loss.scale,
                 shuffle=recipe.shuffle, drop_last=recipe.drop_last,
-                log_every=config.train.log_every, recorded_scale=recipe.loss.scale,
+                log_every=config.train.log_every, loss_scale=recipe.loss.scale,
                 blowup=config.train.blowup)
 
 
@@ -103,7 +103,7 @@ def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> S
     return make_schedule(plan, [generator(seed, recipe.name, variant) for seed in seeds])
 
 
-def descend(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
+def seeded_runs(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
             targets: np.ndarray, device: str, seeds: list[int], progress=None) -> SeededRuns:
     """Train one (recipe, variant) once per seed, all seeds in one call of the engine.
 
@@ -125,16 +125,16 @@ def summary(result: SeededRuns, digits: int) -> dict:
     plan, runs = result.plan, result.runs
     per_seed = []
     for r, seed in enumerate(result.seeds):
-        sound = runs.losses[r][~np.isnan(runs.losses[r])]
-        run = {"seed": seed, "initial_loss": significant(sound[0], digits),
+        logged = runs.losses[r][~np.isnan(runs.losses[r])]  # up to its last sound point
+        run = {"seed": seed, "initial_loss": significant(logged[0], digits),
                "weights": [significant(v, digits) for v in runs.final[r, :-1]],
                "bias": significant(runs.final[r, -1], digits)}
         if runs.diverged_at[r] >= 0:
             # The run stopped at its last sound logging point; that loss is no final result.
             run.update(diverged=True, diverged_at_update=int(runs.diverged_at[r]),
-                       last_logged_loss=significant(sound[-1], digits))
+                       last_logged_loss=significant(logged[-1], digits))
         else:
-            run.update(diverged=False, loss=significant(sound[-1], digits))
+            run.update(diverged=False, loss=significant(logged[-1], digits))
         per_seed.append(run)
     return {"batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
             "examples": plan.n_examples, "updates": int(runs.log_updates[-1]),

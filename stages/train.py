@@ -38,7 +38,7 @@ def main(variant: str = "") -> None:
     for recipe in config.recipes.values():
         features, targets = datasets[recipe.name]
         with tqdm(desc=f"{variant} {recipe.name}", unit="upd", delay=1.0, leave=False) as bar:
-            seeded = training.descend(config, recipe, variant, features, targets, device,
+            seeded = training.seeded_runs(config, recipe, variant, features, targets, device,
                                       config.seed_list, progress=bar.update)
         results[recipe.name] = {**training.summary(seeded, DIGITS[config.dtype]),
                                 "params": config.fingerprint(variant, recipe.name)}

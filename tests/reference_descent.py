@@ -12,7 +12,7 @@ TINY = float(np.finfo(np.float64).tiny)
 
 
 def reference_descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale,
-                       log_after, blowup, report_scale):
+                       log_after, blowup, loss_scale):
     """`descend` written plainly: every update in python, every state kept, numpy maths."""
     features, targets, thetas0 = np.asarray(features), np.asarray(targets), np.asarray(thetas0)
     dtype = features.dtype
@@ -27,7 +27,7 @@ def reference_descend(features, targets, thetas0, orders, batch_size, drop_last,
     def loss_of(theta):
         th = theta.astype(np.float64)
         with np.errstate(all="ignore"):
-            value = report_scale * float(th @ gram @ th - 2 * th @ cross + yy) / n
+            value = loss_scale * float(th @ gram @ th - 2 * th @ cross + yy) / n
         return max(value, 0.0) if not math.isnan(value) else value
 
     logged = np.full((runs, len(log_after) + 1, p + 1), np.nan, dtype=dtype)
@@ -61,7 +61,7 @@ def reference_descend(features, targets, thetas0, orders, batch_size, drop_last,
             diverged_at[run] = 0
             continue
         limit = min(blowup * max(losses[run, 0], TINY),
-                    loss_cap(features.dtype, len(targets), report_scale))
+                    loss_cap(features.dtype, len(targets), loss_scale))
         previous = 0
         for point, update in enumerate(log_after, start=1):
             if not sound(update, limit):

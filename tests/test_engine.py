@@ -52,12 +52,12 @@ def problems(draw):
         * draw(st.sampled_from([0.1, 1.0, 3.0]))
     targets = features @ torch.randn(d, generator=generator, dtype=torch.float64) \
         + torch.randn(n, generator=generator, dtype=torch.float64)
-    loss_scale = draw(st.sampled_from([0.5, 1.0]))
+    gradient_scale = draw(st.sampled_from([0.5, 1.0]))
     # Each update map I - 2 c lr X'X/m has spectral norm <= 1 when
     # lr <= 1 / (c max|x~|^2); staying under it keeps every step non-expansive.
-    stable_lr = 1 / (loss_scale * float((features.square().sum(1) + 1).max()))
+    stable_lr = 1 / (gradient_scale * float((features.square().sum(1) + 1).max()))
     plan = Plan(n_examples=n, batch_size=batch, epochs=draw(st.integers(1, 4)),
-                lr=draw(st.floats(0.01, 1.0)) * stable_lr, gradient_scale=loss_scale,
+                lr=draw(st.floats(0.01, 1.0)) * stable_lr, gradient_scale=gradient_scale,
                 shuffle=draw(st.booleans()), drop_last=draw(st.booleans()),
                 log_every=draw(st.integers(1, 2 * n)), blowup=1e300)
     return features, targets, plan, generator
@@ -129,7 +129,7 @@ def reference_divergence(features, targets, weights, bias, plan, schedule, blowu
     """First update of the plain loop whose parameters or whole-set loss are unsound."""
     history = plain_loop(features, targets, weights, bias, plan, schedule)
     residuals = features @ history[:, :-1].T + history[:, -1] - targets[:, None]
-    losses = plan.recorded_scale * residuals.square().mean(0)
+    losses = plan.loss_scale * residuals.square().mean(0)
     limit = blowup * float(losses[0])
     sound = torch.isfinite(history).all(1) & torch.isfinite(losses) & (losses <= limit)
     return int(torch.argmin(sound.int())) if not bool(sound.all()) else None

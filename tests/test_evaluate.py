@@ -134,7 +134,7 @@ def test_paired_comparison_names_the_lower_variant_only_when_the_interval_exclud
 def test_figures_are_recorded_at_the_precision_the_dtype_supports():
     assert significant(0.24374951234, 7) == 0.2437495
     # A difference of two figures keeps their absolute precision, not its own.
-    assert significant(0.0020615123456, 7, scale=0.2437495) == 0.0020615
+    assert significant(0.0020615123456, 7, magnitude=0.2437495) == 0.0020615
     assert significant(-0.0, 7) == 0.0 and significant(123456789.0, 7) == 123456800.0
 
 

@@ -17,9 +17,9 @@ def batch_count(n, batch_size, drop_last):
     return n // batch_size + (1 if n % batch_size and not drop_last else 0)
 
 
-def torch_history(features, targets, theta0, order, batch_size, drop_last, lr, loss_scale):
+def torch_history(features, targets, theta0, order, batch_size, drop_last, lr, gradient_scale):
     """The tutorials' loop, written independently: nn.Linear + torch.optim.SGD on
-    loss_scale * mean(r^2), one step per batch. The parameters after every update, (K+1, p+1)."""
+    gradient_scale * mean(r^2), one step per batch. The parameters after every update, (K+1, p+1)."""
     n, p = features.shape
     x, y = torch.from_numpy(features), torch.from_numpy(targets)
     model = torch.nn.Linear(p, 1, dtype=x.dtype)
@@ -34,19 +34,19 @@ def torch_history(features, targets, theta0, order, batch_size, drop_last, lr, l
             if drop_last and len(batch) < batch_size:
                 continue
             optimizer.zero_grad()
-            loss = loss_scale * (model(x[batch]).squeeze(1) - y[batch]).square().mean()
+            loss = gradient_scale * (model(x[batch]).squeeze(1) - y[batch]).square().mean()
             loss.backward()
             optimizer.step()
             history.append(torch.cat([model.weight[0], model.bias]).detach().numpy().copy())
     return np.stack(history)
 
 
-def direct_losses(features, targets, thetas, report_scale):
-    """report_scale * mean((X w + b - y)^2) in float64, one per row of thetas."""
+def direct_losses(features, targets, thetas, loss_scale):
+    """loss_scale * mean((X w + b - y)^2) in float64, one per row of thetas."""
     thetas = thetas.astype(np.float64)
     residuals = features.astype(np.float64) @ thetas[:, :-1].T + thetas[:, -1] \
         - targets.astype(np.float64)[:, None]
-    return report_scale * np.square(residuals).mean(axis=0)
+    return loss_scale * np.square(residuals).mean(axis=0)
 
 
 def make_problem(n, p, runs, epochs, seed, dtype=np.float64, feature_scale=1.0, offset=0.0):
@@ -60,11 +60,11 @@ def make_problem(n, p, runs, epochs, seed, dtype=np.float64, feature_scale=1.0, 
     return (features.astype(dtype), targets.astype(dtype), thetas0.astype(dtype), orders)
 
 
-def stable_lr(features, loss_scale):
+def stable_lr(features, gradient_scale):
     # A batch's update map I - 2 c lr X~'X~/m has spectral norm <= 1 when
     # lr <= 1 / (c max|x~|^2) (x~ = [x, 1]): every step is then non-expansive, so rounding
     # errors made at one update are not amplified by the later ones.
-    return 1.0 / (loss_scale * float((np.square(features.astype(np.float64)).sum(1) + 1).max()))
+    return 1.0 / (gradient_scale * float((np.square(features.astype(np.float64)).sum(1) + 1).max()))
 
 
 def step_tolerance(eps, updates, batch_size, p, scale):
@@ -90,20 +90,20 @@ def shape_cases():
 
 @pytest.mark.parametrize("n, p, batch_size, drop_last", shape_cases())
 def test_follows_the_plain_pytorch_loop_float64(n, p, batch_size, drop_last):
-    runs, epochs, loss_scale, report_scale = 3, 3, (0.5, 1.0)[p % 2], 0.5
+    runs, epochs, gradient_scale, loss_scale = 3, 3, (0.5, 1.0)[p % 2], 0.5
     features, targets, thetas0, orders = make_problem(n, p, runs, epochs, seed=n * 10 + p)
-    lr = 0.8 * stable_lr(features, loss_scale)
+    lr = 0.8 * stable_lr(features, gradient_scale)
     updates = epochs * batch_count(n, batch_size, drop_last)
     log_after = np.arange(1, updates + 1)  # every update: all parameters are compared
     logged, losses, diverged_at = descend(features, targets, thetas0, orders, batch_size,
-                                          drop_last, 2 * loss_scale * lr, log_after, 1e300,
-                                          report_scale)
+                                          drop_last, 2 * gradient_scale * lr, log_after, 1e300,
+                                          loss_scale)
     assert logged.shape == (runs, updates + 1, p + 1) and logged.dtype == np.float64
     assert losses.shape == (runs, updates + 1)
     assert list(diverged_at) == [-1] * runs
     for run in range(runs):
         expected = torch_history(features, targets, thetas0[run], orders[run], batch_size,
-                                 drop_last, lr, loss_scale)
+                                 drop_last, lr, gradient_scale)
         assert len(expected) == updates + 1
         scale = 1 + np.abs(expected).max() + np.abs(targets).max()
         np.testing.assert_allclose(logged[run], expected, rtol=0, atol=step_tolerance(
@@ -113,13 +113,13 @@ def test_follows_the_plain_pytorch_loop_float64(n, p, batch_size, drop_last):
 @pytest.mark.parametrize("n, p, batch_size, drop_last, epochs", [
     (7, 3, 3, False, 2), (40, 1, 1, True, 1), (40, 3, 7, True, 2)])
 def test_follows_the_plain_pytorch_loop_float32(n, p, batch_size, drop_last, epochs):
-    runs, loss_scale = 3, 0.5
+    runs, gradient_scale = 3, 0.5
     features, targets, thetas0, orders = make_problem(n, p, runs, epochs, seed=n + p,
                                                       dtype=np.float32)
-    lr = 0.8 * stable_lr(features, loss_scale)
+    lr = 0.8 * stable_lr(features, gradient_scale)
     updates = epochs * batch_count(n, batch_size, drop_last)
     log_after = np.arange(1, updates + 1)
-    args = (features, targets, thetas0, orders, batch_size, drop_last, 2 * loss_scale * lr,
+    args = (features, targets, thetas0, orders, batch_size, drop_last, 2 * gradient_scale * lr,
             log_after, 1e300, 0.5)
     logged, losses, diverged_at = descend(*args)
     assert logged.dtype == np.float32 and losses.dtype == np.float64
@@ -127,14 +127,14 @@ def test_follows_the_plain_pytorch_loop_float32(n, p, batch_size, drop_last, epo
     reference = reference_descend(*args)
     for run in range(runs):
         expected = torch_history(features, targets, thetas0[run], orders[run], batch_size,
-                                 drop_last, lr, loss_scale)
+                                 drop_last, lr, gradient_scale)
         scale = 1 + np.abs(expected).max() + np.abs(targets).max()
         tolerance = step_tolerance(EPS32, updates, batch_size, p, scale)  # float32 rounding
         np.testing.assert_allclose(logged[run], expected, rtol=0, atol=tolerance)
         np.testing.assert_allclose(logged[run], reference[0][run], rtol=0, atol=tolerance)
 
 
-def loss_tolerance(features, targets, thetas, report_scale):
+def loss_tolerance(features, targets, thetas, loss_scale):
     # loss = s (th'G th - 2 th'c + yy) / N cancels: its rounding error is relative to the
     # terms, not to the result. G, c, yy are sums of N products (error <= N eps each, relative
     # to |G|, |c|, yy); the quadratic form adds (p+1)^2 terms; the direct formula's own
@@ -146,13 +146,13 @@ def loss_tolerance(features, targets, thetas, report_scale):
     size = np.linalg.norm(thetas.astype(np.float64), axis=-1)
     q = x1.shape[1]
     return 4 * (n + q * q) * EPS64 * (size ** 2 * gram_norm + 2 * size * cross_norm + y @ y) \
-        * report_scale / n
+        * loss_scale / n
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("report_scale", [0.5, 1.0])
+@pytest.mark.parametrize("loss_scale", [0.5, 1.0])
 @pytest.mark.parametrize("offset", [0.0, 50.0])  # 50: large uncentred features, cancellation
-def test_losses_from_sufficient_statistics_match_the_direct_formula(dtype, report_scale,
+def test_losses_from_sufficient_statistics_match_the_direct_formula(dtype, loss_scale,
                                                                    offset):
     n, p, runs, epochs = 40, 3, 3, 2
     features, targets, thetas0, orders = make_problem(n, p, runs, epochs, seed=5, dtype=dtype,
@@ -160,11 +160,11 @@ def test_losses_from_sufficient_statistics_match_the_direct_formula(dtype, repor
     lr = 0.5 * stable_lr(features, 0.5)
     log_after = np.arange(5, epochs * n + 1, 5)
     logged, losses, diverged_at = descend(features, targets, thetas0, orders, 1, False, lr,
-                                          log_after, 1e300, report_scale)
+                                          log_after, 1e300, loss_scale)
     assert list(diverged_at) == [-1] * runs
     for run in range(runs):
-        expected = direct_losses(features, targets, logged[run], report_scale)
-        tolerance = loss_tolerance(features, targets, logged[run], report_scale)
+        expected = direct_losses(features, targets, logged[run], loss_scale)
+        tolerance = loss_tolerance(features, targets, logged[run], loss_scale)
         np.testing.assert_array_less(np.abs(losses[run] - expected), tolerance)
         assert (losses[run] >= 0).all()
 
@@ -186,18 +186,18 @@ def test_loss_at_the_exact_optimum_is_clamped_at_zero():
     assert (losses >= 0).all() and (losses <= tolerance).all()
 
 
-def plain_divergence(features, targets, theta0, order, batch_size, lr, loss_scale, blowup,
-                     report_scale):
+def plain_divergence(features, targets, theta0, order, batch_size, lr, gradient_scale, blowup,
+                     loss_scale):
     """First update of the plain loop after which a parameter is non-finite or the
     whole-set loss is non-finite, above blowup x the initial loss, or so large that its sum
     of squares overflows the features' dtype (where the loss evaluated in that dtype, as
     the torch engines do, is inf); None if none."""
     history = torch_history(features, targets, theta0, order, batch_size, False, lr,
-                            loss_scale)
+                            gradient_scale)
     with np.errstate(all="ignore"):
-        losses = direct_losses(features, targets, history, report_scale)
+        losses = direct_losses(features, targets, history, loss_scale)
     limit = min(blowup * max(losses[0], np.finfo(np.float64).tiny),
-                float(np.finfo(features.dtype).max) * report_scale / len(targets))
+                float(np.finfo(features.dtype).max) * loss_scale / len(targets))
     for update, (theta, loss) in enumerate(zip(history, losses)):
         if not (np.isfinite(theta).all() and np.isfinite(loss) and loss <= limit):
             return update, history
@@ -210,7 +210,7 @@ def plain_divergence(features, targets, theta0, order, batch_size, lr, loss_scal
 ])
 def test_a_diverging_run_stops_at_the_exact_update_and_does_not_stop_the_others(dtype, lr,
                                                                                blowup):
-    n, p, epochs, loss_scale, report_scale = 50, 2, 5, 0.5, 0.5
+    n, p, epochs, gradient_scale, loss_scale = 50, 2, 5, 0.5, 0.5
     rng = np.random.default_rng(3)
     features = (rng.standard_normal((n, p)) * 3).astype(dtype)
     targets = (features @ np.array([1.0, -2.0], dtype=dtype) + dtype(0.5)).astype(dtype)
@@ -218,14 +218,14 @@ def test_a_diverging_run_stops_at_the_exact_update_and_does_not_stop_the_others(
     orders = np.stack([np.stack([rng.permutation(n) for _ in range(epochs)])
                        for _ in range(2)])
     log_after = np.arange(20, epochs * n + 1, 20)
-    small_lr = 0.5 * stable_lr(features, loss_scale)
-    step_scales = 2 * loss_scale * np.array([lr, small_lr])
+    small_lr = 0.5 * stable_lr(features, gradient_scale)
+    step_scales = 2 * gradient_scale * np.array([lr, small_lr])
     args = (features, targets, thetas0, orders, 1, False, step_scales, log_after, blowup,
-            report_scale)
+            loss_scale)
     logged, losses, diverged_at = descend(*args)
 
     expected, history = plain_divergence(features, targets, thetas0[0], orders[0], 1, lr,
-                                         loss_scale, blowup, report_scale)
+                                         gradient_scale, blowup, loss_scale)
     assert expected is not None and expected > 0
     if dtype == np.float32:  # this case is an overflow of the float32 loss
         theta = history[expected].astype(np.float32)
@@ -242,11 +242,11 @@ def test_a_diverging_run_stops_at_the_exact_update_and_does_not_stop_the_others(
     assert np.isnan(logged[0][~sound]).all() and np.isnan(losses[0][~sound]).all()
     # Run 1 is exactly what it would be alone, and run 0's sound rows too.
     alone = descend(features, targets, thetas0[1:], orders[1:], 1, False, step_scales[1:],
-                    log_after, blowup, report_scale)
+                    log_after, blowup, loss_scale)
     assert np.array_equal(logged[1], alone[0][0]) and np.array_equal(losses[1], alone[1][0])
     assert alone[2][0] == -1
     alone = descend(features, targets, thetas0[:1], orders[:1], 1, False, step_scales[0],
-                    log_after, blowup, report_scale)
+                    log_after, blowup, loss_scale)
     assert np.array_equal(logged[0], alone[0][0], equal_nan=True)
     assert alone[2][0] == expected
 
@@ -304,7 +304,7 @@ def test_runs_are_bitwise_independent_and_logging_does_not_change_them(dtype):
 def test_bad_arguments_are_clear_errors(change, message):
     args = dict(features=np.ones((7, 3)), targets=np.zeros(7), thetas0=np.zeros((2, 4)),
                 orders=np.zeros((2, 1, 7), dtype=np.int64), batch_size=1, drop_last=False,
-                step_scale=0.1, log_after=np.array([3]), blowup=1e6, report_scale=0.5)
+                step_scale=0.1, log_after=np.array([3]), blowup=1e6, loss_scale=0.5)
     args.update(change)
     with pytest.raises((TypeError, ValueError), match=message):
         descend(**args)
@@ -324,7 +324,7 @@ def test_the_whole_set_loss_is_one_rule_in_both_backends():
     rng = np.random.default_rng(8)
     features = rng.normal(0, 2, (300, 4))
     targets = features @ [1.0, -2.0, 0.5, 3.0] + rng.normal(size=300)
-    plan = Plan(n_examples=300, batch_size=1, epochs=1, lr=0.1, recorded_scale=0.5)
+    plan = Plan(n_examples=300, batch_size=1, epochs=1, lr=0.1, loss_scale=0.5)
     statistics = _Losses(torch.as_tensor(features), torch.as_tensor(targets), plan)
     gram, cross, yy = sufficient_statistics(features, targets)
     thetas = rng.normal(0, 3, (7, 5, 5))

@@ -102,7 +102,7 @@ def run(built, recipe_name: str, variant: str, batch_size: int, seeds=(0,)):
     settings = config(batch_size=batch_size)
     recipe = settings.recipes[recipe_name]
     features, targets = load_dataset(built / recipe.data)
-    return training.descend(settings, recipe, variant, features, targets,
+    return training.seeded_runs(settings, recipe, variant, features, targets,
                             "cpu", list(seeds))
 
 

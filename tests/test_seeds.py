@@ -28,8 +28,8 @@ def test_a_seed_gives_the_same_run_alone_or_among_others(engine):
     settings = config(**{"train.engine": engine, "variants.sgd.plane_2x1_minus3p4x2.epochs": 1})
     recipe = settings.recipes["plane_2x1_minus3p4x2"]
     features, targets = plane()
-    together = training.descend(settings, recipe, "sgd", features, targets, CPU, [5, 6, 7, 8])
-    alone = training.descend(settings, recipe, "sgd", features, targets, CPU, [7])
+    together = training.seeded_runs(settings, recipe, "sgd", features, targets, CPU, [5, 6, 7, 8])
+    alone = training.seeded_runs(settings, recipe, "sgd", features, targets, CPU, [7])
     # Bit for bit: the same updates in the same order, whichever runs share the call.
     np.testing.assert_array_equal(together.runs.losses[2], alone.runs.losses[0])
     np.testing.assert_array_equal(together.runs.final[2], alone.runs.final[0])
@@ -44,7 +44,7 @@ def test_the_engines_agree_on_every_seed():
         settings = config(**{"train.engine": engine, "dtype": "float64",
                              "variants.minibatch.plane_2x1_minus3p4x2.epochs": 1})
         recipe = settings.recipes["plane_2x1_minus3p4x2"]
-        finals[engine] = training.descend(settings, recipe, "minibatch", features,
+        finals[engine] = training.seeded_runs(settings, recipe, "minibatch", features,
                                           targets.astype(np.float64), CPU, [0, 1, 2]).runs.final
     # float64, 20 updates of a contraction: the engines' different summation orders agree
     # to a few ulps of the O(1) parameters.
@@ -60,7 +60,7 @@ def test_a_seed_starts_every_variant_from_the_same_point():
     settings = config()
     features, targets = plane()
     recipe = settings.recipes["plane_2x1_minus3p4x2"]
-    first = {variant: training.descend(settings, recipe, variant, features, targets, CPU,
+    first = {variant: training.seeded_runs(settings, recipe, variant, features, targets, CPU,
                                        [3]).runs.losses[0, 0] for variant in ("gd", "sgd")}
     assert first["gd"] == first["sgd"]  # the same start, so the same initial loss
 

@@ -23,7 +23,7 @@ __all__ = ["compiled_runs", "descend", "descend_valid", "run_kernel"]
 
 
 def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale, log_after,
-            blowup, report_scale):
+            blowup, loss_scale):
     """R independent runs of mini-batch gradient descent on a linear model, exactly sequential.
 
     features: (N, p) float32 or float64, C-contiguous.  targets: (N,) same dtype.
@@ -41,13 +41,13 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     log_after: (P,) int sorted strictly increasing update counts (1-based, each <= the total
       E * batches_per_epoch) after which the state is logged; row 0 of the output is the start.
       Updates after the last logging point are not run (nothing would record them).
-    blowup: float; report_scale: float (0.5 or 1.0).
+    blowup: float; loss_scale: float (0.5 or 1.0).
 
     Returns (logged, losses, diverged_at):
       logged: (R, P+1, p+1), dtype of features: parameters at the start and at each point.
-      losses: (R, P+1) float64: report_scale * mean over all N examples of (x.w + b - y)^2,
+      losses: (R, P+1) float64: loss_scale * mean over all N examples of (x.w + b - y)^2,
         from float64 sufficient statistics G = X1^T X1, c = X1^T y, yy = y^T y (X1 = [X, 1])
-        accumulated once: report_scale * (th^T G th - 2 th^T c + yy) / N, clamped at >= 0.
+        accumulated once: loss_scale * (th^T G th - 2 th^T c + yy) / N, clamped at >= 0.
       diverged_at: (R,) int64: -1 if the run never diverged, else the 1-based index of the
         first update after which the run is unsound (a non-finite parameter, or a loss that is
         non-finite or > blowup * max(initial_loss, tiny), or so large that the sum of squared
@@ -99,11 +99,11 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
     if orders.size and (orders.min() < 0 or orders.max() >= n):
         raise ValueError(f"orders must index examples in [0, {n})")
     return descend_valid(features, targets, thetas0, orders, m, drop_last, step_scale,
-                         log_after, blowup, report_scale)[:3]
+                         log_after, blowup, loss_scale)[:3]
 
 
 def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, step_scale,
-                  log_after, blowup, report_scale):
+                  log_after, blowup, loss_scale):
     """`descend` without its argument checks, for arguments that are valid by construction,
     as the engine's are (its schedules' orders are permutations of the rows, its logging
     points increase within the run): C-contiguous arrays of the shapes and dtypes that
@@ -138,14 +138,14 @@ def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, ste
     last, final = np.empty(runs, dtype=np.int64), np.empty((runs, p + 1))
     _descend_in_threads(
         features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
-        float(blowup), float(report_scale), gram, cross, float(yy), logged, losses,
-        diverged_at, work, stride, loss_cap(dtype, n, report_scale), last, final)
+        float(blowup), float(loss_scale), gram, cross, float(yy), logged, losses,
+        diverged_at, work, stride, loss_cap(dtype, n, loss_scale), last, final)
     return logged, losses, diverged_at, last, final
 
 
 @njit_cached(nogil=True)
-def _loss(theta, gram, cross, yy, n, report_scale):
-    """report_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
+def _loss(theta, gram, cross, yy, n, loss_scale):
+    """loss_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
     q = theta.shape[0]
     # rows[a] = sum over b of gram[a, b] * theta[b], each summed in the order b = 0, 1, ...;
     # gram is symmetric, so reading gram[b, a] instead lets the loop over a vectorize
@@ -158,7 +158,7 @@ def _loss(theta, gram, cross, yy, n, report_scale):
     total = yy
     for a in range(q):
         total += np.float64(theta[a]) * (rows[a] - 2.0 * cross[a])
-    loss = report_scale * total / n
+    loss = loss_scale * total / n
     if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
         loss = 0.0
     return loss
@@ -219,14 +219,14 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
 
 @njit_cached(nogil=True)
 def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_after, blowup,
-             report_scale, gram, cross, yy, logged, losses, theta, grad, cap):
+             loss_scale, gram, cross, yy, logged, losses, theta, grad, cap):
     """One run; fills its sound rows of logged and losses; returns its diverged_at."""
     n = features.shape[0]
     q = theta.shape[0]
     for c in range(q):
         theta[c] = theta0[c]
         logged[0, c] = theta[c]
-    loss = _loss(theta, gram, cross, yy, n, report_scale)
+    loss = _loss(theta, gram, cross, yy, n, loss_scale)
     losses[0] = loss
     if not _sound(theta, loss, np.inf):
         return 0
@@ -236,7 +236,7 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
         target = log_after[point]
         _advance(features, targets, order, theta, grad, done, target, m, full, per_epoch,
                  steps)
-        loss = _loss(theta, gram, cross, yy, n, report_scale)
+        loss = _loss(theta, gram, cross, yy, n, loss_scale)
         if _sound(theta, loss, limit):
             for c in range(q):
                 logged[point + 1, c] = theta[c]
@@ -250,7 +250,7 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
         for update in range(done, target):
             _advance(features, targets, order, theta, grad, update, update + 1, m, full,
                      per_epoch, steps)
-            if not _sound(theta, _loss(theta, gram, cross, yy, n, report_scale), limit):
+            if not _sound(theta, _loss(theta, gram, cross, yy, n, loss_scale), limit):
                 return update + 1
         return target  # unreachable unless the replay differs from the first pass
     return -1
@@ -258,13 +258,13 @@ def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_af
 
 @njit_cached(nogil=True)
 def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
-                  blowup, report_scale, gram, cross, yy, logged, losses, diverged_at, work,
+                  blowup, loss_scale, gram, cross, yy, logged, losses, diverged_at, work,
                   stride, cap, last, final):
     q = thetas0.shape[1]
     for run in range(thetas0.shape[0]):
         diverged_at[run] = _one_run(
             features, targets, thetas0[run], orders[run], m, full, per_epoch, steps[run],
-            log_after, blowup, report_scale, gram, cross, yy, logged[run], losses[run],
+            log_after, blowup, loss_scale, gram, cross, yy, logged[run], losses[run],
             work[run, :q], work[run, stride:stride + q], cap)
         point = losses.shape[1] - 1  # the last sound point: the losses after it are NaN
         while point > 0 and np.isnan(losses[run, point]):
@@ -275,14 +275,14 @@ def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
 
 
 def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, steps,
-                        log_after, blowup, report_scale, gram, cross, yy, logged, losses,
+                        log_after, blowup, loss_scale, gram, cross, yy, logged, losses,
                         diverged_at, work, stride, cap, last, final):
     """The runs in contiguous blocks, one block per usable core. The kernel releases the GIL
     (nogil), so the blocks run in parallel; one build serves one run and many (numba's
     `parallel=True` would be a second, slower compilation)."""
     def run(thetas0, orders, steps, logged, losses, diverged_at, work, last, final):
         _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
-                      log_after, blowup, report_scale, gram, cross, yy, logged, losses,
+                      log_after, blowup, loss_scale, gram, cross, yy, logged, losses,
                       diverged_at, work, stride, cap, last, final)  # a block of runs
 
     runs = thetas0.shape[0]
@@ -351,7 +351,7 @@ def run_kernel(features, targets, thetas, plan, schedule, progress, lrs=None):
     started = time.perf_counter()
     logged, losses, diverged_at, last, final = descend_valid(
         x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
-        2 * plan.gradient_scale * lrs, schedule.log_after, plan.blowup, plan.recorded_scale)
+        2 * plan.gradient_scale * lrs, schedule.log_after, plan.blowup, plan.loss_scale)
     seconds = time.perf_counter() - started
     if progress:
         progress(len(schedule.batch_sizes) * len(thetas))

@@ -5,6 +5,11 @@ the choice of backend. The bottom of descent.engines: it imports no backend.
 Model y_hat = X w + b, loss `scale * mean((y_hat - y)^2)` over a batch (scale 1/2 is the
 d2l "half squared" loss, 1 is MSELoss); the batch size is the only thing that makes a run
 full-batch GD (batch = N), SGD (batch = 1) or mini-batch SGD.
+
+A state is *sound* when its parameters are finite and its whole-set loss is finite and at
+most the run's limit: blowup x its starting loss, and `loss_cap` (the loss whose squared
+residuals overflow the run's dtype). A run *diverges* at its first unsound update; every
+backend applies this one rule (tests/test_kernel.py and test_engine.py hold them to it).
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ class Plan:
     shuffle: bool = True
     drop_last: bool = False
     log_every: int = 100     # examples between logged losses (d2l: 100); epoch ends too
-    recorded_scale: float = 0.5  # scale of the whole-set loss recorded at logging points
+    loss_scale: float = 0.5  # scale of the whole-set loss recorded at logging points
     blowup: float = 1e6      # a logged loss above blowup x the initial loss counts as diverged
 
 
@@ -118,11 +123,11 @@ def _layout(plan: Plan, order: np.ndarray) -> Schedule:
     return Schedule(order, batch_sizes, starts, epochs_of, log_after)
 
 
-def loss_cap(dtype, n, report_scale) -> float:
+def loss_cap(dtype, n, loss_scale) -> float:
     """The loss whose sum of squared residuals overflows the run's dtype: a loss evaluated in
     that dtype (as the other engines do) is infinite above it, so the run counts as diverged
     there too, although the float64 statistics would still give a finite number."""
-    return float(np.finfo(dtype).max) * report_scale / n
+    return float(np.finfo(dtype).max) * loss_scale / n
 
 
 def unsound_start() -> UserError:

@@ -112,8 +112,8 @@ class _Losses:
     def __init__(self, features, targets, plan):
         x, y = features.detach().cpu().numpy(), targets.detach().cpu().numpy()
         self.gram, self.cross, self.yy = sufficient_statistics(x, y)
-        self.n, self.scale = len(y), plan.recorded_scale
-        self.cap = loss_cap(x.dtype, len(y), plan.recorded_scale)
+        self.n, self.scale = len(y), plan.loss_scale
+        self.cap = loss_cap(x.dtype, len(y), plan.loss_scale)
 
     def limits(self, start: np.ndarray, blowup: float) -> np.ndarray:
         """The blow-up limit of runs whose starting losses are `start`."""
