@@ -333,3 +333,31 @@ def test_the_whole_set_loss_is_one_rule_in_both_backends():
     for index in np.ndindex(thetas.shape[:2]):
         one = _loss(thetas[index], gram, cross, float(yy), 300, 0.5)
         assert batched[index] == one == statistics.loss(torch.as_tensor(thetas[index]))
+
+
+def test_the_divergence_rule_is_one_rule_in_both_backends():
+    """A state is sound (engines/problem.py) when its parameters are finite and its loss is
+    finite and within min(blowup x the start's loss, the overflow cap): the kernel's
+    `_sound` with its limit and the torch backends' `_Losses` give the same verdicts."""
+    import torch
+
+    from descent.engines.compiled import _sound
+    from descent.engines.problem import Plan, loss_cap
+    from descent.engines.torch_backends import _Losses
+
+    features = np.random.default_rng(1).normal(size=(20, 2)).astype(np.float32)
+    targets = features.sum(axis=1)
+    plan = Plan(n_examples=20, batch_size=1, epochs=1, lr=0.1, loss_scale=0.5)
+    statistics = _Losses(torch.as_tensor(features), torch.as_tensor(targets), plan)
+    cap = loss_cap(np.float32, 20, 0.5)
+    for start in (0.0, 2.5):
+        for blowup in (3.0, 1e300):
+            torch_limit = statistics.limits(np.array(start), blowup)
+            kernel_limit = min(blowup * max(start, 2.2250738585072014e-308), cap)
+            for theta in ([0.5, -1.0, 0.1], [np.nan, 0.0, 0.0], [0.0, np.inf, 0.0]):
+                for loss in (0.0, 2.5, 7.4, 7.6, cap * 0.99, cap * 1.01, np.inf, np.nan):
+                    theta32 = np.array(theta, dtype=np.float32)
+                    expected = _sound(theta32, loss, kernel_limit)
+                    got = statistics.sound(torch.as_tensor(theta32)[None], np.array([loss]),
+                                           torch_limit)[0]
+                    assert bool(got) == bool(expected), (start, blowup, theta, loss)
