@@ -15,6 +15,7 @@ from descent.config import VARIANTS, batch_size
 from descent import paths
 from descent.io import ROOT, UserError, damaged, read_json
 from descent.numbers import DIGITS, significant
+from descent.records import SeedRun, Trained, VariantRuns
 
 NOT_REACHED = "not reached"
 DIVERGED = "diverged"
@@ -106,15 +107,14 @@ def distance(a, b) -> float:
     return math.sqrt(math.fsum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
 
 
-def seed_figures(run: dict, losses: np.ndarray, examples: np.ndarray, optimum: dict,
+def seed_figures(run: SeedRun, losses: np.ndarray, examples: np.ndarray, optimum: dict,
                  truth: dict | None, target: float) -> dict[str, Any]:
     """One seed's figures against the optimum (unrounded); a diverged run has none."""
-    if run["diverged"]:
-        return {"diverged": True, "diverged_at_update": run["diverged_at_update"]}
-    weights, bias = np.array(run["weights"]), run["bias"]
+    if run.diverged:
+        return {"diverged": True, "diverged_at_update": run.diverged_at_update}
+    weights, bias = np.array(run.weights), run.bias
     figures: dict[str, Any] = {
-        "diverged": False, "final_loss": run["loss"],
-        "excess_loss": run["loss"] - optimum["loss"]}
+        "diverged": False, "final_loss": run.loss, "excess_loss": run.loss - optimum["loss"]}
     if not unique(optimum):  # parameters at the minimum are not unique: no distance to them
         truth = None
     else:
@@ -142,20 +142,20 @@ def target_loss(optimum: float, initial: list[float], target_excess: float, dtyp
     return optimum + target_excess * max(optimum, floor)
 
 
-def judge(result: dict, curves: dict, optimum: dict, truth: dict | None,
+def judge(result: VariantRuns, curves: dict, optimum: dict, truth: dict | None,
           target_excess: float, digits: int, dtype: str) -> tuple[dict, list[dict]]:
     """A (recipe, variant)'s metrics over its seeds, and each seed's figures.
 
     Spreads are over the runs that did not diverge; `diverged_fraction` says how many did,
     and a figure no run reached reads "diverged" or "not reached", never NaN or null.
     """
-    target = target_loss(optimum["loss"], [run["initial_loss"] for run in result["runs"]],
+    target = target_loss(optimum["loss"], [run.initial_loss for run in result.runs],
                          target_excess, dtype)
     seeds = [seed_figures(run, curves["losses"][r], curves["examples"], optimum, truth, target)
-             for r, run in enumerate(result["runs"])]
+             for r, run in enumerate(result.runs)]
     finished = [figures for figures in seeds if not figures["diverged"]]
-    metrics: dict[str, Any] = {key: result[key] for key in ("batch_size", "lr", "epochs",
-                                                            "updates")}
+    metrics: dict[str, Any] = {"batch_size": result.batch_size, "lr": result.lr,
+                               "epochs": result.epochs, "updates": result.updates}
     metrics["runs"] = len(seeds)
     metrics["diverged_fraction"] = 1 - len(finished) / len(seeds)
     if len(finished) < len(seeds):
@@ -231,13 +231,18 @@ def _curves(path: Path, writer: str) -> dict[str, np.ndarray]:
         raise damaged(path, writer) from None
 
 
-def load_runs(variant: str) -> tuple[dict, Any]:
+def load_runs(variant: str) -> tuple[Trained, Any]:
     """What train@<variant> wrote: its results and each seed's loss curves."""
-    return (_written_by_train(variant, read_json, paths.train_results(variant)),
-            _written_by_train(variant, _curves, paths.curves(variant)))
+    path = paths.train_results(variant)
+    record = _written_by_train(variant, read_json, path)
+    try:
+        trained = Trained.from_json(record)
+    except (KeyError, TypeError, AttributeError):  # valid JSON of another shape
+        raise damaged(ROOT / path, f"train@{variant}") from None
+    return trained, _written_by_train(variant, _curves, paths.curves(variant))
 
 
-def load_trained(variant: str) -> tuple[dict, Any, dict]:
+def load_trained(variant: str) -> tuple[Trained, Any, dict]:
     """load_runs, and the timings of train@<variant>."""
     results, curves = load_runs(variant)
     timings = _written_by_train(variant, read_json, paths.timing(variant))
@@ -248,30 +253,30 @@ def recipe_curves(curves, recipe: str) -> dict[str, np.ndarray]:
     return {key: curves[f"{recipe}/{key}"] for key in ("updates", "examples", "losses")}
 
 
-def check_current(config, variant: str, results: dict, curves) -> None:
+def check_current(config, variant: str, results: Trained, curves) -> None:
     """Refuse runs written under other params than params.yaml's (a stage run by hand
     after an edit, or two dvc runs at once): judged, they would be reported as this
     config's."""
     written = paths.train_results(variant)
     for name in config.recipes:
-        if name not in results["recipes"]:
+        if name not in results.recipes:
             raise UserError(f"{written} has no result for recipe '{name}'; run "
                             f"`dvc repro train@{variant}`")
-    setup = results.get("setup", {})
+    setup = results.setup
     for name in config.recipes:
-        result, steps = results["recipes"][name], config.steps(variant, name)
+        result, steps = results.recipes[name], config.steps(variant, name)
         now = {"seed": config.seed, "seeds": config.seeds, "dtype": config.dtype,
                f"variants.{variant}.{name}.lr": steps.lr,
                f"variants.{variant}.{name}.epochs": steps.epochs,
-               "batch_size": batch_size(config, variant, result["examples"])}
-        then = {"seed": setup.get("seed"), "seeds": len(result["runs"]),
-                "dtype": setup.get("dtype"), f"variants.{variant}.{name}.lr": result["lr"],
-                f"variants.{variant}.{name}.epochs": result["epochs"],
-                "batch_size": result["batch_size"]}
+               "batch_size": batch_size(config, variant, result.examples)}
+        then = {"seed": setup.seed, "seeds": len(result.runs), "dtype": setup.dtype,
+                f"variants.{variant}.{name}.lr": result.lr,
+                f"variants.{variant}.{name}.epochs": result.epochs,
+                "batch_size": result.batch_size}
         changed = [key for key in now if now[key] != then[key]]
-        if not changed and result.get("params") != config.fingerprint(variant, name):
+        if not changed and result.params != config.fingerprint(variant, name):
             changed = [f"recipes.{name} or train"]
-        if changed or len(curves.get(f"{name}/losses", ())) != len(result["runs"]):
+        if changed or len(curves.get(f"{name}/losses", ())) != len(result.runs):
             key = changed[0] if changed else "seeds"
             was = f" ({then[key]} there, {now[key]} in params.yaml)" if key in now else ""
             raise UserError(f"{written} was trained under other params: {key} changed"
@@ -305,18 +310,18 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
         out.headline[name], out.per_seed[name], out.speeds[name] = {}, {}, {}
         seeds, frames = {}, []
         for variant, (results, curves, timings) in trained.items():
-            result, curve = results["recipes"][name], recipe_curves(curves, name)
+            result, curve = results.recipes[name], recipe_curves(curves, name)
             metrics[variant], seeds[variant] = judge(result, curve, optimum, truth,
                                                      config.target_excess, digits,
                                                      config.dtype)
             final = metrics[variant]["final_loss"]
             out.headline[name][variant] = final if final == DIVERGED else final["mean"]
-            out.per_seed[name][variant] = {"seed": [run["seed"] for run in result["runs"]],
+            out.per_seed[name][variant] = {"seed": [run.seed for run in result.runs],
                                            **per_seed_table(seeds[variant], digits)}
             out.speeds[name][variant] = timing = timings[name]
-            per_update = timing["seconds"] / timing["runs"] / max(1, result["updates"])
-            diverged_at = [run.get("diverged_at_update") for run in result["runs"]]
-            frames.append(band(curve, result["examples"], per_update, diverged_at)
+            per_update = timing["seconds"] / timing["runs"] / max(1, result.updates)
+            diverged_at = [run.diverged_at_update for run in result.runs]
+            frames.append(band(curve, result.examples, per_update, diverged_at)
                           .assign(variant=variant))
         metrics["comparisons"] = {f"{a}_vs_{b}": compare_pair(a, b, seeds, digits)
                                   for a, b in PAIRS}

@@ -17,6 +17,7 @@ from descent.config import LOSSES, VARIANTS, Config, Recipe, read_yaml
 from descent.io import ROOT, UserError, read_json, write_text
 from descent.judge import check_current, load_runs
 from descent.numbers import DIGITS, significant
+from descent.records import VariantRuns
 
 PUBLISHED = ROOT / paths.PUBLISHED
 README = ROOT / "README.md"
@@ -45,32 +46,32 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return [key for key, value in expected.items() if actual.get(key) != value]
 
 
-def seed_values(row: dict, recipe: Recipe, result: dict, curves) -> list[float] | str:
+def seed_values(row: dict, recipe: Recipe, result: VariantRuns, curves) -> list[float] | str:
     """This run's value of a published row for each seed that did not diverge, or a string
     saying why there is none."""
     quantity = row["quantity"]
-    runs = [run for run in result["runs"] if not run["diverged"]]
+    runs = [run for run in result.runs if not run.diverged]
     if not runs:
-        first = min(run["diverged_at_update"] for run in result["runs"])
+        first = min(run.diverged_at_update for run in result.runs)
         return f"diverged (every seed; the first at update {first})"
     if quantity == "final_loss":  # in the published figure's loss convention
         convention = LOSSES[row.get("convention", recipe.loss.name)]
-        return [run["loss"] * convention.scale / recipe.loss.scale for run in runs]
+        return [run.loss * convention.scale / recipe.loss.scale for run in runs]
     if quantity == "weight":
-        return [run["weights"][0] for run in runs]
+        return [run.weights[0] for run in runs]
     if quantity == "bias":
-        return [run["bias"] for run in runs]
+        return [run.bias for run in runs]
     if quantity.startswith("loss_after_epoch_"):
         epoch = int(quantity.rsplit("_", 1)[1])
-        at = np.flatnonzero(curves[f"{recipe.name}/examples"] == epoch * result["examples"])
+        at = np.flatnonzero(curves[f"{recipe.name}/examples"] == epoch * result.examples)
         if not len(at):
             return "epoch not run"
         losses = curves[f"{recipe.name}/losses"][:, at[0]]
         return [float(value) for value in losses[~np.isnan(losses)]]
     if quantity == "max_parameter_error":
         truth = read_json((ROOT / recipe.data).with_suffix(".json"), "synthesize")
-        return [max(abs(a - b) for a, b in zip(run["weights"] + [run["bias"]],
-                                               truth["weights"] + [truth["bias"]]))
+        return [max(abs(a - b) for a, b in zip((*run.weights, run.bias),
+                                               (*truth["weights"], truth["bias"])))
                 for run in runs]
     raise UserError(f"data/published.yaml: unknown quantity '{quantity}'")
 
@@ -88,8 +89,8 @@ def our_figure(row: dict, same_as: dict, config: Config, runs: dict, evaluation:
         return f"not comparable ({', '.join(unlike)} differ from the published experiment)"
     if quantity == "closed_form_loss":
         return evaluation[recipe_name]["closed_form"]["loss"]
-    result = runs[variant]["recipes"][recipe_name]
-    if differences(row.get("needs", {}), result):
+    result = runs[variant].recipes[recipe_name]
+    if differences(row.get("needs", {}), result.to_json()):
         settings = ", ".join(f"{key} {value}" for key, value in row["needs"].items())
         return f"not in this run ({settings} needed)"
     values = seed_values(row, recipe, result, curves[variant])
@@ -99,7 +100,7 @@ def our_figure(row: dict, same_as: dict, config: Config, runs: dict, evaluation:
     mean, digits = float(values.mean()), DIGITS[config.dtype]
     sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     ours = {"mean": significant(mean, digits), "sd": significant(sd, digits, mean),
-            "n": len(values), "diverged": len(result["runs"]) - len(values)}
+            "n": len(values), "diverged": len(result.runs) - len(values)}
     if isinstance(row["published"], (int, float)) and sd > 0:
         ours["z"] = round((row["published"] - mean) / sd, 2)  # for reading, not arithmetic
     return ours

@@ -14,6 +14,7 @@ from descent.io import UserError
 from descent.limits import (ANNOUNCE_SECONDS, LOOP_SECONDS_PER_UPDATE, check_memory,
                             check_work)
 from descent.numbers import significant
+from descent.records import SeedRun, VariantRuns
 
 
 def run_seed(seed: int, recipe: str, variant: str) -> int:
@@ -119,26 +120,21 @@ def seeded_runs(config: Config, recipe: Recipe, variant: str, features: np.ndarr
     return SeededRuns(plan, list(seeds), runs, examples)
 
 
-def summary(result: SeededRuns, digits: int) -> dict:
+def summary(result: SeededRuns, digits: int, params: str) -> VariantRuns:
     """The deterministic result, as recorded in metrics/train/<variant>.json: the plan's
     figures and each seed's final parameters and loss, to `digits` significant digits."""
     plan, runs = result.plan, result.runs
     per_seed = []
     for r, seed in enumerate(result.seeds):
         logged = runs.losses[r][~np.isnan(runs.losses[r])]  # up to its last sound point
-        run = {"seed": seed, "initial_loss": significant(logged[0], digits),
-               "weights": [significant(v, digits) for v in runs.final[r, :-1]],
-               "bias": significant(runs.final[r, -1], digits)}
-        if runs.diverged_at[r] >= 0:
-            # The run stopped at its last sound logging point; that loss is no final result.
-            run.update(diverged=True, diverged_at_update=int(runs.diverged_at[r]),
-                       last_logged_loss=significant(logged[-1], digits))
-        else:
-            run.update(diverged=False, loss=significant(logged[-1], digits))
-        per_seed.append(run)
-    return {"batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
-            "examples": plan.n_examples, "updates": int(runs.log_updates[-1]),
-            "runs": per_seed}
+        per_seed.append(SeedRun(
+            seed=seed, initial_loss=significant(logged[0], digits),
+            weights=tuple(significant(v, digits) for v in runs.final[r, :-1]),
+            bias=significant(runs.final[r, -1], digits), loss=significant(logged[-1], digits),
+            diverged_at_update=int(runs.diverged_at[r]) if runs.diverged_at[r] >= 0 else None))
+    return VariantRuns(batch_size=plan.batch_size, lr=plan.lr, epochs=plan.epochs,
+                       examples=plan.n_examples, updates=int(runs.log_updates[-1]),
+                       runs=tuple(per_seed), params=params)
 
 
 def curves(result: SeededRuns) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ def main(variant: str = "") -> None:
     from descent import training  # numpy and numba; torch only for a torch engine
     from descent.engines.dispatch import resolve_device
     from descent.numbers import DIGITS
+    from descent.records import Setup, Trained
 
     for recipe in config.recipes.values():  # refuse what cannot fit before any work
         training.check_fits(config, recipe, variant, *datasets[recipe.name])
@@ -39,9 +40,9 @@ def main(variant: str = "") -> None:
         features, targets = datasets[recipe.name]
         with tqdm(desc=f"{variant} {recipe.name}", unit="upd", delay=1.0, leave=False) as bar:
             seeded = training.seeded_runs(config, recipe, variant, features, targets, device,
-                                      config.seed_list, progress=bar.update)
-        results[recipe.name] = {**training.summary(seeded, DIGITS[config.dtype]),
-                                "params": config.fingerprint(variant, recipe.name)}
+                                          config.seed_list, progress=bar.update)
+        results[recipe.name] = training.summary(seeded, DIGITS[config.dtype],
+                                                config.fingerprint(variant, recipe.name))
         timings[recipe.name] = training.timing(seeded)
         arrays.update({f"{recipe.name}/{key}": value
                        for key, value in training.curves(seeded).items()})
@@ -49,17 +50,17 @@ def main(variant: str = "") -> None:
         print(f"{variant:9s} {recipe.name:22s} batch {seeded.plan.batch_size:5d}  "
               f"{config.seeds} seeds" + (f", {diverged} diverged" if diverged else ""))
     clipped = [name for name, result in results.items()
-               if variant == "minibatch" and result["batch_size"] < config.batch_size]
+               if variant == "minibatch" and result.batch_size < config.batch_size]
     if clipped:
         print(f"notice: batch_size {config.batch_size} is more than the rows of "
               f"{', '.join(clipped)}; those ran with every row per batch (recorded as their "
               "batch_size)")
 
-    setup = {"device": str(device), "dtype": config.dtype, "engine": config.train.engine,
-             "seed": config.seed, "seeds": config.seeds}
-    write_json(ROOT / paths.train_results(variant), {"setup": setup, "recipes": results})
+    setup = Setup(device=str(device), dtype=config.dtype, engine=config.train.engine,
+                  seed=config.seed, seeds=config.seeds)
+    write_json(ROOT / paths.train_results(variant), Trained(setup, results).to_json())
     write_arrays(ROOT / paths.curves(variant), arrays)
-    write_json(ROOT / paths.timing(variant), {"setup": setup, "recipes": timings})
+    write_json(ROOT / paths.timing(variant), {"setup": setup.to_json(), "recipes": timings})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 from descent.judge import DIVERGED, NOT_REACHED, band, compare_pair, judge
 from descent.least_squares import closed_form
 from descent.numbers import significant
+from descent.records import SeedRun, VariantRuns
 
 
 def test_closed_form_matches_the_normal_equations():
@@ -41,16 +42,14 @@ def make_runs(losses, diverged_at=()):
     losses = np.array(losses, dtype=float)
     runs = []
     for r, curve in enumerate(losses):
-        run = {"seed": r, "weights": [1.0, 2.0], "bias": 0.5 + r, "diverged": r in diverged_at,
-               "initial_loss": curve[0]}
-        if run["diverged"]:
-            run["diverged_at_update"] = 42
+        diverged = r in diverged_at
+        if diverged:
             curve[-1] = np.nan
-        else:
-            run["loss"] = curve[-1]
-        runs.append(run)
-    result = {"batch_size": 10, "lr": 0.1, "epochs": 1, "examples": 1000,
-              "updates": 10 * (losses.shape[1] - 1), "runs": runs}
+        runs.append(SeedRun(seed=r, initial_loss=curve[0], weights=(1.0, 2.0), bias=0.5 + r,
+                            loss=curve[-2] if diverged else curve[-1],
+                            diverged_at_update=42 if diverged else None))
+    result = VariantRuns(batch_size=10, lr=0.1, epochs=1, examples=1000,
+                         updates=10 * (losses.shape[1] - 1), runs=tuple(runs), params="")
     curves = {"examples": np.arange(losses.shape[1]) * 100,
               "updates": np.arange(losses.shape[1]) * 10, "losses": losses}
     return result, curves
@@ -226,3 +225,18 @@ def test_rank_deficient_data_are_judged_by_loss_only():
     assert not any(key.endswith("distance") for key in metrics)
     assert not any(key.endswith("distance") for key in seeds[0])
     assert metrics["final_loss"]["mean"] == 1.0 and metrics["reached_fraction"] == 1
+
+
+def test_a_train_record_reads_back_as_it_was_written():
+    """metrics/train/<variant>.json is records.Trained's JSON: written and read back, a
+    diverged run and a finished one keep every field (and the file's key names)."""
+    from descent.records import Setup, Trained
+
+    result, _ = make_runs([[3.0, 1.2, 1.1], [3.0, 9.0, 9.5]], diverged_at=(1,))
+    trained = Trained(Setup("cpu", "float32", "auto", 0, 2), {"r": result})
+    record = trained.to_json()
+    assert Trained.from_json(record) == trained
+    finished, diverged = record["recipes"]["r"]["runs"]
+    assert finished["loss"] == 1.1 and "last_logged_loss" not in finished
+    assert diverged["last_logged_loss"] == 9.0 and diverged["diverged_at_update"] == 42
+    assert "loss" not in diverged  # a diverged run's last loss is no final result
