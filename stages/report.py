@@ -23,14 +23,13 @@ def main(*flags: str) -> None:
         judged = read_json(ROOT / paths.EVALUATION, "evaluate")
     except FileNotFoundError:
         raise UserError("metrics/evaluate.json not found; run `dvc repro evaluate`") from None
-    rows, table = build(config, judged)  # every input checked before anything is written
+    rows, table, figures = build(config, judged)  # every input checked before any writing
     draw(list(config.recipes), judged, config.seeds, ROOT / paths.FIGURE)
     write_json(ROOT / paths.REFERENCE_JSON, rows)
     write_text(ROOT / paths.REFERENCE_TABLE, table)
-    zs = [abs(row["ours"]["z"]) for row in rows
-          if isinstance(row["ours"], dict) and "z" in row["ours"]]
+    zs = [abs(figure.z) for figure in figures if figure.z is not None]
     print(f"wrote plots/comparison.png and metrics/reference.md: {len(rows)} published "
-          f"figures, {sum(isinstance(row['ours'], (dict, float)) for row in rows)} compared "
+          f"figures, {sum(figure.compared for figure in figures)} compared "
           f"with this run" + (f", largest |z| {max(zs):.1f}" if zs else ""))
     if "--readme" in flags:
         update_readme(table)
