@@ -259,63 +259,166 @@ def check_custom_data(config: Config) -> None:
                             "which is not a file; put the CSV there or fix the path")
 
 
-# --- validation helpers: each raises one line naming key, value, rule and fix -----------
+# --- the schema --------------------------------------------------------------------------
+# Every key of params.yaml, section by section: its name, its check (the YAML value in, the
+# typed value out, or one line naming key, value, rule and fix), what it means, and its
+# default when it may be left out. `parse` reads each section with its table; the rules that
+# span sections are in `_across`.
+REQUIRED = object()
+MAX_SEEDS = 4096  # runs per (recipe, variant); past this the per-seed files grow unwieldy
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    check: Callable[[Any, str], Any]   # (value, dotted key) -> the typed value
+    meaning: str
+    default: Any = REQUIRED
+
+
 def _fail(key: str, value: Any, rule: str, fix: str = "fix it in params.yaml") -> UserError:
     return UserError(f"params.yaml: {key} is {value!r}, but it {rule}; {fix}")
 
 
-def _section(node: Any, key: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
-             ) -> dict[str, Any]:
+def _dotted(where: str, name: str) -> str:
+    return name if where == "the file" else f"{where}.{name}"
+
+
+def read(node: Any, where: str, table: tuple[Key, ...]) -> dict[str, Any]:
+    """A section's typed values by its table: unknown keys refused (a typo must not be
+    silently ignored), required ones named when missing, defaults filled in."""
+    names = [key.name for key in table]
     if not isinstance(node, dict):
-        raise _fail(key, node, f"must be a mapping with keys {', '.join(required + optional)}")
-    missing = [k for k in required if k not in node]
+        raise _fail(where, node, f"must be a mapping with keys {', '.join(names)}")
+    missing = [key.name for key in table if key.default is REQUIRED and key.name not in node]
     if missing:
-        where = missing[0] if key == "the file" else f"{key}.{missing[0]}"
-        raise UserError(f"params.yaml: {key} has no '{missing[0]}'; add {where} (see the "
-                        "comments in params.yaml and the README, or `git checkout params.yaml`)")
-    unknown = [str(k) for k in node if k not in required + optional]
+        raise UserError(f"params.yaml: {where} has no '{missing[0]}'; add "
+                        f"{_dotted(where, missing[0])} (see the comments in params.yaml and "
+                        "the README, or `git checkout params.yaml`)")
+    unknown = [str(name) for name in node if name not in names]
     if unknown:
-        raise UserError(f"params.yaml: {key} has an unknown key '{unknown[0]}'; allowed: "
-                        f"{', '.join(required + optional)} (a typo?)")
-    return node
+        raise UserError(f"params.yaml: {where} has an unknown key '{unknown[0]}'; allowed: "
+                        f"{', '.join(names)} (a typo?)")
+    return {key.name: key.check(node.get(key.name, key.default), _dotted(where, key.name))
+            for key in table}
 
 
+# --- checks: each takes (value, dotted key) ------------------------------------------------
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _integer(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        rule = "must be a positive integer" if minimum == 1 else \
-            f"must be an integer >= {minimum}"
-        raise _fail(key, value, rule)
-    return value
+def integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _fail(key, value, "must be a positive integer" if minimum == 1 else
+                        f"must be an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise _fail(key, value, f"must be at most {maximum}")
+        return value
+    return check
 
 
-def _number(value: Any, key: str, check: Callable[[float], bool] = math.isfinite,
-            rule: str = "must be a finite number") -> float:
-    if not _is_number(value) or not math.isfinite(value) or not check(value):
-        raise _fail(key, value, rule)
-    return float(value)
+def number(test: Callable[[float], bool] = math.isfinite, rule: str = "must be a finite number"
+           ) -> Callable[[Any, str], float]:
+    def check(value: Any, key: str) -> float:
+        if not _is_number(value) or not math.isfinite(value) or not test(value):
+            raise _fail(key, value, rule)
+        return float(value)
+    return check
 
 
-def _positive(value: Any, key: str) -> float:
-    return _number(value, key, lambda v: v > 0, "must be a positive number")
+positive = number(lambda v: v > 0, "must be a positive number")
 
 
-def _choice(value: Any, key: str, allowed: tuple[str, ...] | dict) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise _fail(key, value, f"must be one of {', '.join(allowed)}")
-    return value
+def choice(allowed) -> Callable[[Any, str], str]:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise _fail(key, value, f"must be one of {', '.join(allowed)}")
+        return value
+    return check
 
 
-def _flag(value: Any, key: str) -> bool:
+def flag(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise _fail(key, value, "must be true or false")
     return value
 
 
-def _name(value: Any, key: str) -> str:
+def device(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise _fail(key, value, "must be auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+def sha256(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise _fail(key, value, "must be 64 hexadecimal digits")
+    return value.lower()
+
+
+def sources(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise _fail(key, value, "must be a list of URLs or paths")
+    return tuple(value)
+
+
+def numbers(value: Any, key: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise _fail(key, value, "must be a non-empty list of numbers (one per feature)")
+    return tuple(number()(item, key) for item in value)
+
+
+def loss(value: Any, key: str) -> Loss:
+    return LOSSES[choice(tuple(LOSSES))(value, key)]
+
+
+def data_path(value: Any, key: str) -> str:
+    """Its form only; which folders a recipe may read is a rule across sections."""
+    if not isinstance(value, str) or not value.endswith(".csv") or Path(value).is_absolute() \
+            or ".." in Path(value).parts:
+        raise _fail(key, value, f"must be a .csv path inside the project: {AIRFOIL_CSV}, "
+                    f"{SYNTHETIC}/<set>.csv or {CUSTOM}/<file>.csv")
+    return value
+
+
+def features(value: Any, key: str) -> Features:
+    """{kind, and that kind's two numbers}: grid (start, step), uniform (low < high),
+    normal (mean, std >= 0)."""
+    kind = choice(tuple(FEATURE_KINDS))(value.get("kind") if isinstance(value, dict) else None,
+                                        f"{key}.kind")
+    first, second = FEATURE_KINDS[kind]
+    values = read(value, key, (Key("kind", choice(tuple(FEATURE_KINDS)), "how x is drawn"),
+                               Key(first, number(), ""), Key(second, number(), "")))
+    a, b = values[first], values[second]
+    if kind == "uniform" and not a < b:
+        raise _fail(f"{key}.high", b, f"must be above low ({a})")
+    if kind == "normal" and b < 0:
+        raise _fail(f"{key}.std", b, "must be >= 0")
+    return Features(kind, a, b)
+
+
+def init_weights(value: Any, key: str) -> TorchDefault | Normal | Given:
+    if isinstance(value, dict):
+        return Normal(read(value, key, (Key("normal_std", positive, "N(0, s^2)"),))
+                      ["normal_std"])
+    if isinstance(value, list) and value:
+        return Given(tuple(number()(item, key) for item in value))
+    if value == "torch_default":
+        return TorchDefault()
+    raise _fail(key, value, "must be torch_default, {normal_std: s} or a list of numbers (one "
+                "per feature)")
+
+
+def init_bias(value: Any, key: str) -> TorchDefault | Value:
+    if value == "torch_default":
+        return TorchDefault()
+    if not _is_number(value):
+        raise _fail(key, value, "must be a number or torch_default")
+    return Value(number()(value, key))
+
+
+def name(value: Any, key: str) -> str:
     if not isinstance(value, str) or not NAME.match(value):
         raise UserError(f"params.yaml: {key} names {value!r}; names may use letters, digits "
                         "and _ only, starting with a letter (they become file names); "
@@ -323,172 +426,167 @@ def _name(value: Any, key: str) -> str:
     return value
 
 
-def _device(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise _fail("device", value, "must be auto, cpu, cuda, cuda:N or mps")
+def section(table: tuple[Key, ...]) -> Callable[[Any, str], dict[str, Any]]:
+    return lambda value, key: read(value, key, table)
+
+
+def named(table: tuple[Key, ...], build: Callable[..., Any], what: str, empty_ok: bool = True
+          ) -> Callable[[Any, str], dict[str, Any]]:
+    """A mapping of names (file-name safe) to sections of one table, each built into an
+    object by build(name, **values)."""
+    def check(value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict) or (not value and not empty_ok):
+            raise _fail(key, value, f"must map {what} names to their settings")
+        return {item: build(item, **read(spec, f"{key}.{name(item, key)}", table))
+                for item, spec in value.items()}
+    return check
+
+
+def raw(value: Any, key: str) -> Any:
+    """Checked later, against other sections (variants: against the recipes)."""
     return value
 
 
-# --- the sections --------------------------------------------------------------------
-TOP = ("seed", "seeds", "device", "dtype", "batch_size", "fetch", "prepare", "synthetic", "train",
-       "recipes", "variants", "evaluate")
+# --- the tables ------------------------------------------------------------------------------
+FETCH = (
+    Key("sources", sources, "URLs (or paths) of the airfoil file, tried in order"),
+    Key("sha256", sha256, "the airfoil file's checksum"))
+PREPARE = (Key("n_train", integer(2), "rows kept after standardizing all of them"),)
+SYNTHETIC_SET = (
+    Key("n_rows", integer(2), "rows generated"),
+    Key("features", features, "how x is drawn: {kind: grid, start, step}, {kind: uniform, "
+                              "low, high} or {kind: normal, mean, std}"),
+    Key("weights", numbers, "the true weights, one per feature"),
+    Key("bias", number(), "the true bias"),
+    Key("noise_std", number(lambda v: v >= 0, "must be a number >= 0"),
+        "std of the Gaussian noise added to y"),
+    Key("seed", integer(0), "the set's own generator seed"))
+TRAIN = (
+    Key("engine", choice(ENGINES), "auto (compiled on CPU, affine on GPU), compiled, "
+                                   "affine or loop (the tutorials' own)"),
+    Key("log_every", integer(1), "examples between logged whole-set losses"),
+    Key("blowup", number(lambda v: v > 1, "must be a number above 1"),
+        "a logged loss above blowup x the initial loss = diverged"))
+INIT = (
+    Key("weights", init_weights, "a list (one per feature), {normal_std: s} or "
+                                 "torch_default (nn.Linear's own)",
+        {"normal_std": 0.01}),
+    Key("bias", init_bias, "a value or torch_default", 0.0))
+RECIPE = (
+    Key("data", data_path, "the CSV (features, then the target): data/prepared/airfoil.csv, "
+                           "data/synthetic/<set>.csv or data/custom/<file>.csv"),
+    Key("loss", loss, "the loss recorded and judged: half_squared ((y_hat - y)^2 / 2) or mse"),
+    Key("gradient_loss", raw, "the loss whose gradient drives the update (default: loss)",
+        None),
+    Key("init", section(INIT), "how the model starts", {}),
+    Key("shuffle", flag, "reshuffle every epoch", True),
+    Key("drop_last", flag, "drop a short last batch", False))
+STEPS = (Key("lr", positive, "learning rate"), Key("epochs", integer(1), "passes over the data"))
+EVALUATE = (Key("target_excess", positive, "reached the optimum = loss within this fraction "
+                "of the closed-form loss (noise-free data: of eps(dtype) x the start)"),)
+TOP = (
+    Key("seed", integer(0), "first seed (starts and shuffling); run k uses seed + k"),
+    Key("seeds", integer(1, MAX_SEEDS), "runs per recipe and variant, trained together; 1 "
+                                        "is one run (no spread)"),
+    Key("device", device, "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps; a "
+                          "missing device is an error"),
+    Key("dtype", choice(DTYPES), "float32 or float64"),
+    Key("batch_size", integer(1), "batch size of train@minibatch (only it depends on it)"),
+    Key("fetch", section(FETCH), "where the airfoil data come from"),
+    Key("prepare", section(PREPARE), "how the airfoil data are prepared"),
+    Key("synthetic", named(SYNTHETIC_SET, lambda item, **v: SyntheticSet(name=item, **v), "set"),
+        "the synthetic sets"),
+    Key("train", section(TRAIN), "how runs are trained"),
+    Key("recipes", named(RECIPE, lambda item, **v: v, "recipe", empty_ok=False),
+        "what is trained"),
+    Key("variants", raw, "lr and epochs of each variant on each recipe"),
+    Key("evaluate", section(EVALUATE), "how runs are judged"))
+
+
+SECTIONS = {"": TOP, "fetch": FETCH, "prepare": PREPARE, "synthetic.<set>": SYNTHETIC_SET,
+            "train": TRAIN, "recipes.<recipe>": RECIPE, "recipes.<recipe>.init": INIT,
+            "variants.<variant>.<recipe>": STEPS, "evaluate": EVALUATE}
+
+
+def schema_table() -> str:
+    """Every key as a markdown table, from the tables above (the README's "Parameters"):
+    `python -m descent.config`."""
+    def shown(value: Any) -> str:
+        if value is REQUIRED:
+            return ""
+        if value is None:
+            return "the loss"
+        if isinstance(value, bool):
+            return f"`{str(value).lower()}`"
+        if isinstance(value, dict):
+            return "`{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}`"
+        return f"`{value}`"
+
+    lines = ["| key | meaning | default |", "|---|---|---|"]
+    for where, table in SECTIONS.items():
+        for key in table:
+            dotted = _dotted(where or "the file", key.name)
+            if any(other.startswith((f"{dotted}.", dotted)) for other in SECTIONS if other):
+                continue  # a section: its keys are listed one by one
+            lines.append(f"| `{dotted}` | {key.meaning} | {shown(key.default)} |")
+    return "\n".join(lines) + "\n"
 
 
 def parse(params: Any) -> Config:
-    top = _section(params, "the file", TOP)
-    fetch = _section(top["fetch"], "fetch", ("sources", "sha256"))
-    sources = fetch["sources"]
-    if not isinstance(sources, list) or not all(isinstance(s, str) and s for s in sources):
-        raise _fail("fetch.sources", sources, "must be a list of URLs or paths")
-    sha = fetch["sha256"]
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
-        raise _fail("fetch.sha256", sha, "must be 64 hexadecimal digits")
-    prepare = _section(top["prepare"], "prepare", ("n_train",))
-    synthetic = _synthetic(top["synthetic"])
-    train = _section(top["train"], "train", ("engine", "log_every", "blowup"))
-    recipes = _recipes(top["recipes"], synthetic)
-    dtype = _choice(top["dtype"], "dtype", DTYPES)
-    device = _device(top["device"])
-    if device == "mps" and dtype == "float64":
+    top = read(params, "the file", TOP)
+    recipes = {item: _recipe(item, spec) for item, spec in top["recipes"].items()}
+    steps = section(tuple(Key(variant, section(tuple(Key(item, section(STEPS), "")
+                                                     for item in recipes)), "")
+                          for variant in VARIANTS))(top["variants"], "variants")
+    config = Config(
+        seed=top["seed"], seeds=top["seeds"], device=top["device"], dtype=top["dtype"],
+        batch_size=top["batch_size"], fetch=Fetch(**top["fetch"]),
+        n_train=top["prepare"]["n_train"], synthetic=top["synthetic"],
+        train=Train(**top["train"]), recipes=recipes,
+        variants={variant: {item: Steps(**values) for item, values in by_recipe.items()}
+                  for variant, by_recipe in steps.items()},
+        target_excess=top["evaluate"]["target_excess"])
+    _across(config)
+    return config
+
+
+def _recipe(item: str, values: dict[str, Any]) -> Recipe:
+    gradient = values["gradient_loss"]
+    key = f"recipes.{item}.gradient_loss"
+    return Recipe(name=item, data=values["data"], loss=values["loss"],
+                  gradient_loss=values["loss"] if gradient is None else loss(gradient, key),
+                  init=Init(**values["init"]), shuffle=values["shuffle"],
+                  drop_last=values["drop_last"])
+
+
+def _across(config: Config) -> None:
+    """The rules that span sections."""
+    if config.device == "mps" and config.dtype == "float64":
         raise UserError("params.yaml: device is 'mps' and dtype 'float64', but MPS devices "
                         "have no float64; set dtype: float32 or device: cpu")
-    return Config(
-        seed=_integer(top["seed"], "seed", 0),
-        seeds=_seeds(top["seeds"]),
-        device=device, dtype=dtype,
-        batch_size=_integer(top["batch_size"], "batch_size", 1),
-        fetch=Fetch(tuple(sources), sha.lower()),
-        n_train=_integer(prepare["n_train"], "prepare.n_train", 2),
-        synthetic=synthetic,
-        train=Train(engine=_choice(train["engine"], "train.engine", ENGINES),
-                    log_every=_integer(train["log_every"], "train.log_every", 1),
-                    blowup=_number(train["blowup"], "train.blowup", lambda v: v > 1,
-                                   "must be a number above 1")),
-        recipes=recipes,
-        variants=_variants(top["variants"], recipes),
-        target_excess=_positive(_section(top["evaluate"], "evaluate", ("target_excess",))
-                                ["target_excess"], "evaluate.target_excess"))
-
-
-def _synthetic(node: Any) -> dict[str, SyntheticSet]:
-    if not isinstance(node, dict):
-        raise _fail("synthetic", node, "must map set names to their settings")
-    sets = {}
-    for name, spec in node.items():
-        key = f"synthetic.{_name(name, 'synthetic')}"
-        spec = _section(spec, key, ("n_rows", "features", "weights", "bias", "noise_std",
-                                    "seed"))
-        kind = spec["features"].get("kind") if isinstance(spec["features"], dict) else None
-        _choice(kind, f"{key}.features.kind", tuple(FEATURE_KINDS))
-        first, second = FEATURE_KINDS[kind]
-        features = _section(spec["features"], f"{key}.features", ("kind", first, second))
-        a = _number(features[first], f"{key}.features.{first}")
-        b = _number(features[second], f"{key}.features.{second}")
-        if kind == "uniform" and not a < b:
-            raise _fail(f"{key}.features.high", b, f"must be above low ({a})")
-        if kind == "normal" and b < 0:
-            raise _fail(f"{key}.features.std", b, "must be >= 0")
-        weights = spec["weights"]
-        if not isinstance(weights, list) or not weights:
-            raise _fail(f"{key}.weights", weights, "must be a non-empty list of numbers "
-                        "(one per feature)")
-        sets[name] = SyntheticSet(
-            name=name, n_rows=_integer(spec["n_rows"], f"{key}.n_rows", 2),
-            features=Features(kind, a, b),
-            weights=tuple(_number(w, f"{key}.weights") for w in weights),
-            bias=_number(spec["bias"], f"{key}.bias"),
-            noise_std=_number(spec["noise_std"], f"{key}.noise_std", lambda v: v >= 0,
-                              "must be a number >= 0"),
-            seed=_integer(spec["seed"], f"{key}.seed", 0))
-    return sets
-
-
-def _init(node: Any, key: str) -> Init:
-    init = _section(node, key, (), ("weights", "bias"))
-    weights = init.get("weights", {"normal_std": 0.01})
-    if isinstance(weights, dict):
-        weights = Normal(_positive(_section(weights, f"{key}.weights", ("normal_std",))
-                                   ["normal_std"], f"{key}.weights.normal_std"))
-    elif isinstance(weights, list) and weights:
-        weights = Given(tuple(_number(w, f"{key}.weights") for w in weights))
-    elif weights == "torch_default":
-        weights = TorchDefault()
-    else:
-        raise _fail(f"{key}.weights", weights, "must be torch_default, {normal_std: s} or a "
-                    "list of numbers (one per feature)")
-    bias = init.get("bias", 0.0)
-    if bias == "torch_default":
-        return Init(weights, TorchDefault())
-    if not _is_number(bias):
-        raise _fail(f"{key}.bias", bias, "must be a number or torch_default")
-    return Init(weights, Value(_number(bias, f"{key}.bias")))
-
-
-def _recipes(node: Any, synthetic: dict[str, SyntheticSet]) -> dict[str, Recipe]:
-    if not isinstance(node, dict) or not node:
-        raise _fail("recipes", node, "must map recipe names to their settings")
-    recipes = {}
-    for name, spec in node.items():
-        key = f"recipes.{_name(name, 'recipes')}"
-        spec = _section(spec, key, ("data", "loss"),
-                        ("gradient_loss", "init", "shuffle", "drop_last"))
-        data = spec["data"]
-        if not isinstance(data, str) or not data.endswith(".csv") or Path(data).is_absolute() \
-                or ".." in Path(data).parts:
-            raise _fail(f"{key}.data", data, f"must be a .csv path inside the project: "
-                        f"{AIRFOIL_CSV}, {SYNTHETIC}/<set>.csv or {CUSTOM}/<file>.csv")
-        if _synthetic_name(data) not in (None, *synthetic):
+    for recipe in config.recipes.values():
+        key, data = f"recipes.{recipe.name}", recipe.data
+        if _synthetic_name(data) not in (None, *config.synthetic):
             raise _fail(f"{key}.data", data, f"names a synthetic set that `synthetic:` does "
-                        f"not define (sets: {', '.join(synthetic) or 'none'})",
+                        f"not define (sets: {', '.join(config.synthetic) or 'none'})",
                         "add the set or fix the path in params.yaml")
         # Only these folders are deps of the stages that read data (dvc.yaml): a file
         # elsewhere could change without DVC rerunning anything.
         if data != AIRFOIL_CSV and _synthetic_name(data) is None and \
                 Path(data).parts[:2] != tuple(CUSTOM.split("/")):
-            raise _fail(f"{key}.data", data, f"is outside {CUSTOM}/, the folder DVC "
-                        "watches for your own data", f"move the file into {CUSTOM}/ and "
-                        "point the recipe there")
-        loss = LOSSES[_choice(spec["loss"], f"{key}.loss", tuple(LOSSES))]
-        gradient = spec.get("gradient_loss", loss.name)
-        recipe = Recipe(
-            name=name, data=data, loss=loss,
-            gradient_loss=LOSSES[_choice(gradient, f"{key}.gradient_loss", tuple(LOSSES))],
-            init=_init(spec.get("init", {}), f"{key}.init"),
-            shuffle=_flag(spec.get("shuffle", True), f"{key}.shuffle"),
-            drop_last=_flag(spec.get("drop_last", False), f"{key}.drop_last"))
-        features = _n_features(data, synthetic)
+            raise _fail(f"{key}.data", data, f"is outside {CUSTOM}/, the folder DVC watches "
+                        "for your own data", f"move the file into {CUSTOM}/ and point the "
+                        "recipe there")
+        features = config.n_features(recipe)
         if recipe.init.weights.fixes not in (None, features) and features is not None:
             raise _fail(f"{key}.init.weights", recipe.init.weights.as_param(),
                         f"must list {features} numbers, one per feature of {data}")
-        recipes[name] = recipe
-    return recipes
-
-
-def _variants(node: Any, recipes: dict[str, Recipe]) -> dict[str, dict[str, Steps]]:
-    node = _section(node, "variants", VARIANTS)
-    variants = {}
-    for variant in VARIANTS:
-        settings = _section(node[variant], f"variants.{variant}", tuple(recipes))
-        variants[variant] = {}
-        for name in recipes:
-            key = f"variants.{variant}.{name}"
-            steps = _section(settings[name], key, ("lr", "epochs"))
-            variants[variant][name] = Steps(lr=_positive(steps["lr"], f"{key}.lr"),
-                                            epochs=_integer(steps["epochs"], f"{key}.epochs",
-                                                            1))
-    return variants
-
-
-MAX_SEEDS = 4096  # runs per (recipe, variant); past this the per-seed files grow unwieldy
-
-
-def _seeds(value: Any) -> int:
-    seeds = _integer(value, "seeds", 1)  # one run, as the tutorials: no spread, n = 1
-    if seeds > MAX_SEEDS:
-        raise _fail("seeds", value, f"must be at most {MAX_SEEDS}")
-    return seeds
 
 
 def batch_size(config: Config, variant: str, n_examples: int) -> int:
     """gd: every example; sgd: one; minibatch: `batch_size`, at most every example."""
     return {"gd": n_examples, "sgd": 1}.get(variant, min(config.batch_size, n_examples))
+
+
+if __name__ == "__main__":
+    print(schema_table(), end="")

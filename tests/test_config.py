@@ -166,3 +166,13 @@ def test_the_params_digest_of_runs_follows_exactly_the_params_that_shape_them():
     assert all(digest(change) == same for change in unrelated)
     assert digest(lambda p: p.update(batch_size=20), "minibatch") != \
         before.fingerprint("minibatch", "airfoil")
+
+
+def test_the_readme_lists_every_param_as_the_schema_does():
+    """The tables in descent/config.py are the params' documentation: every key says what it
+    means, and the README's "Parameters" table is theirs (`python -m descent.config`)."""
+    for table in configuration.SECTIONS.values():
+        assert all(key.meaning for key in table)
+    readme = (configuration.ROOT / "README.md").read_text()
+    shown = readme.split("<!-- params-table:start -->\n")[1].split("<!-- params-table:end -->")[0]
+    assert shown == configuration.schema_table()
