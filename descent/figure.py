@@ -120,7 +120,7 @@ def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
                                  for _, timed in frames.values()))
 
     # Layout in inches, top to bottom; fixed, as tight_layout measured every log-axis tick
-    # label (~1.5 s).
+    # label.
     line = FONT / 72 * 1.25
     heading, titles, legend = 0.12 + line, 2 * line + 0.08, 3 * line + 0.12
     panel, below, gap, bottom = 1.95, 2 * line + 0.16, 0.22, 2 * line + 0.14
@@ -163,7 +163,7 @@ def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
                                       color=COLOURS.get(variant), markersize=9, mew=2)
                 axis.set_yscale("log")
                 axis.yaxis.set_major_locator(LogLocator(numticks=5))
-                # No minor ticks: each is two lines and a label to lay out (~0.3 s in all).
+                # No minor ticks: each is two lines and a label to lay out.
                 axis.yaxis.set_minor_locator(NullLocator())
                 # Time ticks run to five digits: three labels fit a panel at 12 pt.
                 axis.xaxis.set_major_locator(MaxNLocator(nbins=4 if row == 0 else 2,

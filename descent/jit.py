@@ -3,7 +3,7 @@
 numba caches a compiled function beside its source (`__pycache__`) or, with NUMBA_CACHE_DIR,
 in a folder named after the source's directory, so a copy of the project at another path
 compiles everything again: DVC runs every `exp run --temp` and queued experiment in a fresh
-copy under .dvc/tmp/exps/, and the kernel took ~2.4 s to compile per train stage there.
+copy under .dvc/tmp/exps/, and the kernel compiled again in every train stage there.
 
 `njit_cached` is `numba.njit(cache=True, ...)` with one difference: the cache lives in one
 folder per module *and content of its source file*, under NUMBA_CACHE_DIR when set, else under

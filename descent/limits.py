@@ -9,7 +9,7 @@ from descent.io import UserError
 # Half the machine's memory: the rest is for the OS, DVC and the other stage processes.
 MEMORY_FRACTION = 0.5
 # Updates one (recipe, variant) may take: ~10^10 single-example updates is hours of work
-# even for a compiled loop (~5 ns an update), far past what this pipeline is for.
+# even for the compiled loop (bench/README.md), far past what this pipeline is for.
 MAX_UPDATES = 10**10
 # The tutorials' literal loop (engine: loop) costs ~130 µs an update whatever the batch on a
 # 2-core CPU (bench/README.md); a run estimated past a minute is announced with its figure.

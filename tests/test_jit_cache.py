@@ -90,10 +90,11 @@ def test_an_edited_kernel_compiles_again_and_never_loads_the_old_code(warm):
     kernel = tree / "descent" / "engines" / "compiled.py"
     # Edit a callee only: the top-level jitted function's own bytecode, which numba also
     # keys on, is unchanged, so only the source's content tells the two builds apart.
-    line = "    loss = loss_scale * total / n\n"
+    line = "    loss = problem.loss_scale * total / problem.features.shape[0]\n"
     source = kernel.read_text()
     assert source.count(line) == 1
-    kernel.write_text(source.replace(line, "    loss = 2.0 * loss_scale * total / n\n"))
+    kernel.write_text(source.replace(line, "    loss = 2.0 * problem.loss_scale * total / "
+                                           "problem.features.shape[0]\n"))
     edited = probe(tree, cache)
     assert edited["misses"] > 0 and edited["hits"] == 0, edited
     assert edited["paths"] != first["paths"]

@@ -316,7 +316,7 @@ def test_the_whole_set_loss_is_one_rule_in_both_backends():
     (so a run's logged losses do not depend on its backend or on the runs beside it)."""
     import torch
 
-    from descent.engines.compiled import _loss
+    from descent.engines.compiled import Problem, _loss
     from descent.engines.problem import Plan
     from descent.engines.torch_backends import _Losses
     from descent.statistics import sufficient_statistics
@@ -331,7 +331,8 @@ def test_the_whole_set_loss_is_one_rule_in_both_backends():
     thetas[0, 0] = np.linalg.lstsq(np.c_[features, np.ones(300)], targets, rcond=None)[0]
     batched = statistics.loss(torch.as_tensor(thetas))
     for index in np.ndindex(thetas.shape[:2]):
-        one = _loss(thetas[index], gram, cross, float(yy), 300, 0.5)
+        one = _loss(thetas[index], Problem(features, targets, gram, cross, float(yy), 0.5,
+                                           np.inf))
         assert batched[index] == one == statistics.loss(torch.as_tensor(thetas[index]))
 
 

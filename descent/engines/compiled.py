@@ -1,14 +1,17 @@
-"""A compiled CPU descent kernel: R independent runs of mini-batch gradient descent on a
-linear model, each an exact sequential chain of updates (numba), the runs in parallel threads.
+"""The compiled CPU backend: R independent runs of mini-batch gradient descent on a linear
+model, each an exact sequential chain of updates (numba), the runs in parallel threads.
 
-`descend` checks every argument; `descend_valid` is the same without those checks, for the
-engine, whose arguments are valid by construction. tests/reference_descent.py holds the
-same computation written as plainly as possible (python loops, numpy).
+From the engine down: `compiled_runs` -> `run_kernel` (fit checked, timed) ->
+`descend_valid` (the problem and the walk set up, blocks of runs in threads) -> `_runs` ->
+`_run` (one run: its logging points, the divergence replay) -> `_advance` (the update rule).
+`descend` is `descend_valid` with every argument checked, for direct use;
+tests/reference_descent.py is the same computation written as plainly as possible.
 """
 from __future__ import annotations
 
 import functools
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -102,15 +105,33 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
                          log_after, blowup, loss_scale)[:3]
 
 
+class Problem(NamedTuple):
+    """The data every run of a call descends on, and what its whole-set loss needs."""
+    features: np.ndarray   # (N, p) float32 or float64, C-contiguous
+    targets: np.ndarray    # (N,) same dtype
+    gram: np.ndarray       # (p+1, p+1) float64 X1^T X1 (X1 = [X, 1])
+    cross: np.ndarray      # (p+1,) float64 X1^T y
+    yy: float              # y^T y
+    loss_scale: float      # the recorded loss: loss_scale * mean squared residual
+    cap: float             # a loss above it overflows the dtype's sum of squares (loss_cap)
+
+
+class Walk(NamedTuple):
+    """How every run walks through the data, and when it stops to log."""
+    m: int                 # batch size
+    full: int              # full batches an epoch
+    per_epoch: int         # batches an epoch (full, and a short one unless dropped)
+    log_after: np.ndarray  # (P,) int64 update counts after which each run logs
+    blowup: float          # a loss above blowup x the start's is unsound
+
+
 def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, step_scale,
                   log_after, blowup, loss_scale):
     """`descend` without its argument checks, for arguments that are valid by construction,
     as the engine's are (its schedules' orders are permutations of the rows, its logging
     points increase within the run): C-contiguous arrays of the shapes and dtypes that
-    `descend` documents, int64 log_after, 1 <= batch_size <= N.
-
-    The checks cost ~20 µs a call, a quarter of an airfoil SGD epoch. The compiled code
-    does not check its indices: arguments that are not valid read out of bounds here.
+    `descend` documents, int64 log_after, 1 <= batch_size <= N. The compiled code does not
+    check its indices: arguments that are not valid read out of bounds here.
 
     Returns `descend`'s (logged, losses, diverged_at), then each run's last sound logging
     point, last: (R,) int64 (its last non-NaN loss), and its parameters there, final:
@@ -119,7 +140,6 @@ def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, ste
     n, p = features.shape
     runs, dtype, m = thetas0.shape[0], features.dtype, batch_size
     full, short = epoch_batches(n, m, drop_last)
-    per_epoch = full + (short > 0)
     # The step of a full and of the short batch, each divided in float64 and rounded once
     # to the working dtype (one scale for all runs, or one per run; a wrong count fails to
     # broadcast).
@@ -129,53 +149,97 @@ def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, ste
     steps[:, 0] = scale / m
     steps[:, 1] = scale / (short or m)
     gram, cross, yy = sufficient_statistics(features, targets)
+    problem = Problem(features, targets, gram, cross, float(yy), float(loss_scale),
+                      loss_cap(dtype, n, loss_scale))
+    walk = Walk(m, full, full + (short > 0), log_after, float(blowup))
     logged = np.full((runs, log_after.size + 1, p + 1), np.nan, dtype=dtype)
     losses = np.full((runs, log_after.size + 1), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
-    # Per-run parameters and gradient, padded so that no two runs share a cache line.
+    last, final = np.empty(runs, dtype=np.int64), np.empty((runs, p + 1))
+    # Each run's parameters and gradient, padded so that no two runs share a cache line.
     stride = -(-(p + 1) // 16) * 16 + 16
     work = np.zeros((runs, 2 * stride), dtype=dtype)
-    last, final = np.empty(runs, dtype=np.int64), np.empty((runs, p + 1))
-    _descend_in_threads(
-        features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
-        float(blowup), float(loss_scale), gram, cross, float(yy), logged, losses,
-        diverged_at, work, stride, loss_cap(dtype, n, loss_scale), last, final)
+
+    # The runs in contiguous blocks, one per usable core. The kernel releases the GIL
+    # (nogil), so the blocks run in parallel; one build serves one run and many (numba's
+    # `parallel=True` would be a second, slower compilation).
+    workers = min(runs, cores())
+    bounds = [runs * k // workers for k in range(workers + 1)]
+
+    def block(index: int) -> None:
+        part = slice(bounds[index], bounds[index + 1])
+        _runs(problem, walk, thetas0[part], orders[part], steps[part], logged[part],
+              losses[part], diverged_at[part], last[part], final[part], work[part], stride)
+
+    if workers == 1:  # the whole arrays: no views to make
+        _runs(problem, walk, thetas0, orders, steps, logged, losses, diverged_at, last, final,
+              work, stride)
+    else:
+        in_parallel(block, workers)
     return logged, losses, diverged_at, last, final
 
 
 @njit_cached(nogil=True)
-def _loss(theta, gram, cross, yy, n, loss_scale):
-    """loss_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
+def _runs(problem, walk, thetas0, orders, steps, logged, losses, diverged_at, last, final,
+          work, stride):
+    """Each run of a block in turn: its rows of logged and losses (NaN after its last sound
+    point), diverged_at, and its last sound point and the parameters there."""
+    q = thetas0.shape[1]
+    for run in range(thetas0.shape[0]):
+        diverged_at[run] = _run(problem, walk, thetas0[run], orders[run], steps[run],
+                                logged[run], losses[run], work[run, :q],
+                                work[run, stride:stride + q])
+        point = losses.shape[1] - 1  # the last sound point: the losses after it are NaN
+        while point > 0 and np.isnan(losses[run, point]):
+            point -= 1
+        last[run] = point
+        for c in range(q):
+            final[run, c] = logged[run, point, c]
+
+
+@njit_cached(nogil=True)
+def _run(problem, walk, theta0, order, steps, logged, losses, theta, grad):
+    """One run from theta0: the updates up to each logging point, its state and loss there;
+    returns the first unsound update (0: the start; -1: none)."""
     q = theta.shape[0]
-    # rows[a] = sum over b of gram[a, b] * theta[b], each summed in the order b = 0, 1, ...;
-    # gram is symmetric, so reading gram[b, a] instead lets the loop over a vectorize
-    # without changing any rounding.
-    rows = np.zeros(q)
-    for b in range(q):
-        tb = np.float64(theta[b])
-        for a in range(q):
-            rows[a] += gram[b, a] * tb
-    total = yy
-    for a in range(q):
-        total += np.float64(theta[a]) * (rows[a] - 2.0 * cross[a])
-    loss = loss_scale * total / n
-    if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
-        loss = 0.0
-    return loss
+    for c in range(q):
+        theta[c] = theta0[c]
+        logged[0, c] = theta[c]
+    loss = _loss(theta, problem)
+    losses[0] = loss
+    if not _sound(theta, loss, np.inf):
+        return 0
+    limit = min(walk.blowup * max(loss, 2.2250738585072014e-308), problem.cap)
+    done = np.int64(0)  # updates behind the last sound state (int64: one build of _advance)
+    for point in range(walk.log_after.shape[0]):
+        target = walk.log_after[point]
+        _advance(problem, walk, order, steps, theta, grad, done, target)
+        loss = _loss(theta, problem)
+        if _sound(theta, loss, limit):
+            for c in range(q):
+                logged[point + 1, c] = theta[c]
+            losses[point + 1] = loss
+            done = target
+            continue
+        # Replay this interval from the last sound state, checking every update; the same
+        # code on the same bits gives the same updates.
+        for c in range(q):
+            theta[c] = logged[point, c]
+        for update in range(done, target):
+            _advance(problem, walk, order, steps, theta, grad, update, update + 1)
+            if not _sound(theta, _loss(theta, problem), limit):
+                return update + 1
+        return target  # unreachable unless the replay differs from the first pass
+    return -1
 
 
 @njit_cached(nogil=True)
-def _sound(theta, loss, limit):
-    for a in range(theta.shape[0]):
-        if not np.isfinite(theta[a]):
-            return False
-    return np.isfinite(loss) and loss <= limit
-
-
-@njit_cached(nogil=True)
-def _advance(features, targets, order, theta, grad, first, last, m, full, per_epoch, steps):
-    """Updates first..last-1 (0-based) in place on theta, in the dtype of features."""
+def _advance(problem, walk, order, steps, theta, grad, first, last):
+    """The update rule: updates first..last-1 (0-based) in place on theta, in the dtype of
+    the features: r = X_B w + b - y_B; w -= step * X_B^T r; b -= step * sum(r)."""
+    features, targets = problem.features, problem.targets
     n, p = features.shape
+    m, full, per_epoch = walk.m, walk.full, walk.per_epoch
     epoch = first // per_epoch
     batch = first - epoch * per_epoch
     for _ in range(first, last):
@@ -193,24 +257,20 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
             for c in range(p):
                 theta[c] -= step * (r * features[k, c])
             theta[p] -= step * r
-            batch += 1
-            if batch == per_epoch:
-                batch = 0
-                epoch += 1
-            continue
-        for c in range(p + 1):
-            grad[c] = 0
-        for i in range(start, stop):
-            k = order[epoch, i]
-            dot = features[k, 0] * theta[0]
-            for c in range(1, p):
-                dot += features[k, c] * theta[c]
-            r = dot + theta[p] - targets[k]
-            for c in range(p):
-                grad[c] += r * features[k, c]
-            grad[p] += r
-        for c in range(p + 1):
-            theta[c] -= step * grad[c]
+        else:
+            for c in range(p + 1):
+                grad[c] = 0
+            for i in range(start, stop):
+                k = order[epoch, i]
+                dot = features[k, 0] * theta[0]
+                for c in range(1, p):
+                    dot += features[k, c] * theta[c]
+                r = dot + theta[p] - targets[k]
+                for c in range(p):
+                    grad[c] += r * features[k, c]
+                grad[p] += r
+            for c in range(p + 1):
+                theta[c] -= step * grad[c]
         batch += 1
         if batch == per_epoch:
             batch = 0
@@ -218,85 +278,34 @@ def _advance(features, targets, order, theta, grad, first, last, m, full, per_ep
 
 
 @njit_cached(nogil=True)
-def _one_run(features, targets, theta0, order, m, full, per_epoch, steps, log_after, blowup,
-             loss_scale, gram, cross, yy, logged, losses, theta, grad, cap):
-    """One run; fills its sound rows of logged and losses; returns its diverged_at."""
-    n = features.shape[0]
+def _loss(theta, problem):
+    """loss_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
+    gram, cross = problem.gram, problem.cross
     q = theta.shape[0]
-    for c in range(q):
-        theta[c] = theta0[c]
-        logged[0, c] = theta[c]
-    loss = _loss(theta, gram, cross, yy, n, loss_scale)
-    losses[0] = loss
-    if not _sound(theta, loss, np.inf):
-        return 0
-    limit = min(blowup * max(loss, 2.2250738585072014e-308), cap)
-    done = np.int64(0)  # updates behind the last sound state (int64: one build of _advance)
-    for point in range(log_after.shape[0]):
-        target = log_after[point]
-        _advance(features, targets, order, theta, grad, done, target, m, full, per_epoch,
-                 steps)
-        loss = _loss(theta, gram, cross, yy, n, loss_scale)
-        if _sound(theta, loss, limit):
-            for c in range(q):
-                logged[point + 1, c] = theta[c]
-            losses[point + 1] = loss
-            done = target
-            continue
-        # Replay this interval from the last sound state, checking every update; the same
-        # code on the same bits gives the same updates.
-        for c in range(q):
-            theta[c] = logged[point, c]
-        for update in range(done, target):
-            _advance(features, targets, order, theta, grad, update, update + 1, m, full,
-                     per_epoch, steps)
-            if not _sound(theta, _loss(theta, gram, cross, yy, n, loss_scale), limit):
-                return update + 1
-        return target  # unreachable unless the replay differs from the first pass
-    return -1
+    # rows[a] = sum over b of gram[a, b] * theta[b], each summed in the order b = 0, 1, ...;
+    # gram is symmetric, so reading gram[b, a] instead lets the loop over a vectorize
+    # without changing any rounding.
+    rows = np.zeros(q)
+    for b in range(q):
+        tb = np.float64(theta[b])
+        for a in range(q):
+            rows[a] += gram[b, a] * tb
+    total = problem.yy
+    for a in range(q):
+        total += np.float64(theta[a]) * (rows[a] - 2.0 * cross[a])
+    loss = problem.loss_scale * total / problem.features.shape[0]
+    if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
+        loss = 0.0
+    return loss
 
 
 @njit_cached(nogil=True)
-def _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps, log_after,
-                  blowup, loss_scale, gram, cross, yy, logged, losses, diverged_at, work,
-                  stride, cap, last, final):
-    q = thetas0.shape[1]
-    for run in range(thetas0.shape[0]):
-        diverged_at[run] = _one_run(
-            features, targets, thetas0[run], orders[run], m, full, per_epoch, steps[run],
-            log_after, blowup, loss_scale, gram, cross, yy, logged[run], losses[run],
-            work[run, :q], work[run, stride:stride + q], cap)
-        point = losses.shape[1] - 1  # the last sound point: the losses after it are NaN
-        while point > 0 and np.isnan(losses[run, point]):
-            point -= 1
-        last[run] = point
-        for c in range(q):
-            final[run, c] = logged[run, point, c]
-
-
-def _descend_in_threads(features, targets, thetas0, orders, m, full, per_epoch, steps,
-                        log_after, blowup, loss_scale, gram, cross, yy, logged, losses,
-                        diverged_at, work, stride, cap, last, final):
-    """The runs in contiguous blocks, one block per usable core. The kernel releases the GIL
-    (nogil), so the blocks run in parallel; one build serves one run and many (numba's
-    `parallel=True` would be a second, slower compilation)."""
-    def run(thetas0, orders, steps, logged, losses, diverged_at, work, last, final):
-        _descend_runs(features, targets, thetas0, orders, m, full, per_epoch, steps,
-                      log_after, blowup, loss_scale, gram, cross, yy, logged, losses,
-                      diverged_at, work, stride, cap, last, final)  # a block of runs
-
-    runs = thetas0.shape[0]
-    workers = min(runs, cores())
-    if workers == 1:  # one block: the whole arrays, no views to make (~4 µs a call)
-        return run(thetas0, orders, steps, logged, losses, diverged_at, work, last, final)
-    bounds = [runs * k // workers for k in range(workers + 1)]
-
-    def block(index):
-        part = slice(bounds[index], bounds[index + 1])
-        run(thetas0[part], orders[part], steps[part], logged[part], losses[part],
-            diverged_at[part], work[part], last[part], final[part])
-
-    in_parallel(block, workers)
+def _sound(theta, loss, limit):
+    """The divergence rule (engines/problem.py): finite parameters, a finite loss <= limit."""
+    for a in range(theta.shape[0]):
+        if not np.isfinite(theta[a]):
+            return False
+    return np.isfinite(loss) and loss <= limit
 
 
 # --- the engine's entry to the kernel -------------------------------------------------
@@ -308,8 +317,8 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> R
 
 @functools.cache
 def _load_kernel(dtype: np.dtype) -> None:
-    """Call the kernel on a one-row problem, so that its compilation (~2 s, once per
-    checkout) or cache load (~0.25 s) is never timed."""
+    """Call the kernel on a one-row problem, so that its compilation (once per checkout) or
+    its cache load is never timed (bench/README.md has both costs)."""
     descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 2), dtype),
             np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
 

@@ -1,7 +1,7 @@
 """The engine's entry point: R runs of one plan on the device params.yaml names, with the
 backend it calls for (the compiled kernel on the CPU, the torch backends elsewhere).
 
-Backends are imported when first used: a CPU stage never pays for torch (~1.5 s), and no
+Backends are imported when first used: a CPU stage never pays for torch's import, and no
 backend imports this module.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
 def resolve_device(name: str) -> str:
     """`auto` picks cuda, else mps, else cpu; a named device must exist (no silent fallback).
 
-    `auto` and `cpu` on a machine with no GPU driver answer without importing torch (~1.5 s).
+    `auto` and `cpu` on a machine with no GPU driver answer without importing torch.
     """
     name = str(name).strip().lower()
     if name == "cpu" or (name == "auto" and not _gpu_possible()):
