@@ -7,10 +7,12 @@ loop, so they ask each backend for its logged states here.
 from __future__ import annotations
 
 import dataclasses
+import time
 
+import numpy as np
 import torch
 
-from descent.engines.compiled import run_kernel
+from descent.engines.compiled import descend
 from descent.engines.problem import Plan, Schedule, choose_engine
 from descent.engines.torch_backends import Trajectory
 from descent.engines.torch_backends import train as torch_train
@@ -25,12 +27,19 @@ def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
         return torch_train(features, targets, weights, bias, plan, schedule, engine, progress)
     theta = torch.cat([weights, bias.reshape(1)])
     one = dataclasses.replace(schedule, order=schedule.order[None])
-    logged, losses, last, _, diverged_at, elapsed = run_kernel(
-        features.numpy(), targets.numpy(), theta[None].numpy(), plan, one, progress)
-    log_updates = schedule.log_updates[:last[0] + 1]
+    started = time.perf_counter()
+    logged, losses, diverged_at = descend(
+        features.numpy(), targets.numpy(), theta[None].numpy(), one.order,
+        min(plan.batch_size, plan.n_examples), plan.drop_last,
+        2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup, plan.loss_scale)
+    elapsed = time.perf_counter() - started
+    if progress:
+        progress(len(schedule.batch_sizes))
+    points = int((~np.isnan(losses[0])).sum())  # up to the last sound point
+    log_updates = schedule.log_updates[:points]
     # One call times the whole run; seconds at logging points are shared out by update count.
     seconds = elapsed * log_updates / max(1, schedule.log_after[-1])
-    kept = torch.from_numpy(logged[0, :last[0] + 1])
+    kept = torch.from_numpy(logged[0, :points])
     at = int(diverged_at[0])
-    return Trajectory(log_updates, kept[:, :-1], kept[:, -1], losses[0, :last[0] + 1],
+    return Trajectory(log_updates, kept[:, :-1], kept[:, -1], losses[0, :points],
                       seconds, at if at > 0 else None)

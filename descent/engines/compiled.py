@@ -1,9 +1,9 @@
 """The compiled CPU backend: R independent runs of mini-batch gradient descent on a linear
 model, each an exact sequential chain of updates (numba), the runs in parallel threads.
 
-From the engine down: `compiled_runs` -> `run_kernel` (fit checked, timed) ->
-`descend_valid` (the problem and the walk set up, blocks of runs in threads) -> `_runs` ->
-`_run` (one run: its logging points, the divergence replay) -> `_advance` (the update rule).
+From the engine down: `compiled_runs` (fit checked, timed) -> `descend_valid` (the problem
+and the walk set up, blocks of runs in threads) -> `_runs` -> `_run` (one run: its logging
+points, the divergence replay) -> `_advance` (the update rule).
 `descend` is `descend_valid` with every argument checked, for direct use;
 tests/reference_descent.py is the same computation written as plainly as possible.
 """
@@ -21,7 +21,7 @@ from descent.jit import njit_cached  # numba's cache, shared by copies of the tr
 from descent.parallel import cores, in_parallel
 from descent.statistics import sufficient_statistics
 
-__all__ = ["compiled_runs", "descend", "descend_valid", "run_kernel"]
+__all__ = ["compiled_runs", "descend", "descend_valid"]
 
 
 
@@ -309,12 +309,6 @@ def _sound(theta, loss, limit):
 
 
 # --- the engine's entry to the kernel -------------------------------------------------
-def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
-    _, losses, _, final, diverged_at, seconds = run_kernel(features, targets, thetas, plan,
-                                                           schedule, progress, lrs)
-    return Runs(schedule.log_updates, losses, final, diverged_at, seconds)
-
-
 @functools.cache
 def _load_kernel(dtype: np.dtype) -> None:
     """Call the kernel on a one-row problem, so that its compilation (once per checkout) or
@@ -342,23 +336,16 @@ def _check_fit(features, targets, thetas, plan, schedule) -> None:
             f"{schedule.order.dtype} for {plan.epochs} epochs")
 
 
-def run_kernel(features, targets, thetas, plan, schedule, progress, lrs=None):
-    """The numba kernel (`descend_valid`): exact sequential updates, R runs, on the CPU,
-    run r at learning rate lrs[r] (default: plan.lr).
-
-    Its whole-set losses come from float64 sufficient statistics (X'X, X'y, y'y), and it
-    applies the same divergence rule as the other engines, checked at logging points and
-    located exactly by replaying the interval. Returns (logged, losses, last sound point,
-    the parameters there in float64, diverged_at, seconds); losses after a run's last sound
-    point are NaN.
-    """
+def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
+    """engine `compiled`: R runs on the CPU, run r at learning rate lrs[r]; every update
+    exact and in order (the kernel), the whole-set losses from the float64 sufficient
+    statistics, a divergence located exactly by replaying its interval."""
     x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
     thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
     _check_fit(x, y, thetas, plan, schedule)
     _load_kernel(x.dtype)  # compile or load from cache, untimed
-    lrs = np.full(len(thetas), plan.lr) if lrs is None else lrs
     started = time.perf_counter()
-    logged, losses, diverged_at, last, final = descend_valid(
+    _, losses, diverged_at, _, final = descend_valid(
         x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
         2 * plan.gradient_scale * lrs, schedule.log_after, plan.blowup, plan.loss_scale)
     seconds = time.perf_counter() - started
@@ -366,4 +353,4 @@ def run_kernel(features, targets, thetas, plan, schedule, progress, lrs=None):
         progress(len(schedule.batch_sizes) * len(thetas))
     if (diverged_at == 0).any():
         raise unsound_start()
-    return logged, losses, last, final, diverged_at, seconds
+    return Runs(schedule.log_updates, losses, final, diverged_at, seconds)
