@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from descent.io import UserError
 from descent.engines.dispatch import resolve_device
-from descent.engines.problem import ENGINES, Plan, make_schedule
+from descent.config import ENGINES
+from descent.engines.problem import Plan, make_schedule
 from tests.one_run import train
 
 EPS64 = float(np.finfo(np.float64).eps)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from descent.config import ENGINES  # noqa: F401  (re-exported: the engines' names)
 from descent.io import UserError
 from descent.parallel import in_parallel
 
@@ -69,6 +68,9 @@ class Plan:
     log_every: int = 100     # examples between logged losses (d2l: 100); epoch ends too
     loss_scale: float = 0.5  # scale of the whole-set loss recorded at logging points
     blowup: float = 1e6      # a logged loss above blowup x the initial loss counts as diverged
+    # Each example of each batch drawn independently and uniformly (shuffle then does not
+    # apply): the sampling under which descent.theory's expected loss curve is exact.
+    with_replacement: bool = False
 
 
 @dataclass
@@ -103,8 +105,12 @@ def make_schedule(plan: Plan, generators) -> Schedule:
 
 
 def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.ndarray:
-    """(epochs, N) example indices: a fresh permutation per epoch, drawn in epoch order."""
+    """(epochs, N) example indices: a fresh permutation per epoch, drawn in epoch order
+    (with_replacement: N independent uniform draws per epoch)."""
     order = np.empty((plan.epochs, plan.n_examples), np.int64) if out is None else out
+    if plan.with_replacement:
+        order[...] = generator.integers(0, plan.n_examples, size=order.shape)
+        return order
     order[...] = np.arange(plan.n_examples)
     return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
 

@@ -1,0 +1,206 @@
+"""What the theory of least squares predicts for gradient descent on a data set, exactly, in
+float64, from the data alone.
+
+Notation. x~ = (x, 1), theta = (w, b), e = theta - theta* (theta* the least-squares
+solution), H = X~^T X~ / N, rho_i = y_i - x~_i^T theta* (the residuals at the optimum). The
+engine's update on a batch B of size m is
+
+    theta <- theta - alpha (1/m) sum_{i in B} x~_i (x~_i^T theta - y_i),   alpha = 2 g lr,
+
+g the scale of the loss whose gradient drives it (1/2 for half_squared, 1 for mse). Every
+quantity here is in alpha, the step of the half-squared gradient; `lr_of` converts back.
+The recorded loss is s mean(r^2) = L* + s e^T H e (s its scale), as the cross term vanishes
+at the optimum (X~^T rho = 0).
+
+- GD is stable iff alpha < 2 / lambda_max(H).
+- Mini-batch SGD, each batch's examples drawn independently (with replacement): the second
+  moment M = E[e e^T] evolves by the linear map
+      T(M) = (I - alpha H) M (I - alpha H) + (alpha^2 / m) [S(M) - H M H],
+      S(M) = (1/N) sum_i x~_i (x~_i^T M x~_i) x~_i^T,
+  plus terms in E[e] and the noise at the optimum (`expected_losses`); it is mean-square
+  stable iff the spectral radius of T is below 1, which defines alpha_crit(m). Drawing a
+  batch without replacement from the N rows replaces 1/m by (N - m) / (m (N - 1)), which is
+  0 for m = N: GD's 2 / lambda_max (the reshuffled epochs of the engine are not independent
+  batches, so for them this is the one-batch approximation).
+- The gradient noise scales of McCandlish et al. (2018), at a point theta: per-example
+  gradients g_i = x~_i (x~_i^T theta - y_i), G their mean, Sigma their covariance;
+  B_simple = tr(Sigma) / |G|^2, B_noise = tr(H Sigma) / (G^T H G); the best step of a batch
+  of m is eps_max / (1 + B_noise / m), eps_max = |G|^2 / (G^T H G), and the expected
+  decrease of the half-squared loss in one step of eps is, exactly for a quadratic,
+      eps |G|^2 - (eps^2 / 2) (G^T H G + tr(H Sigma) / m).
+- Ma, Bassily & Belkin (2018): beta = max_i |x~_i|^2; batch 1 is safe for alpha of order
+  1 / beta, and the critical batch m* = beta / lambda_1 + 1 (lambda_1 = lambda_max(H)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """A least-squares problem as the theory sees it."""
+    design: np.ndarray     # (N, q) float64 rows x~_i = (x_i, 1)
+    targets: np.ndarray    # (N,) float64
+    hessian: np.ndarray    # (q, q) H = X~^T X~ / N
+    optimum: np.ndarray    # (q,) theta*
+    residuals: np.ndarray  # (N,) rho_i at the optimum
+
+    @property
+    def n(self) -> int:
+        return len(self.targets)
+
+
+def quadratic(features: np.ndarray, targets: np.ndarray) -> Quadratic:
+    design = np.c_[np.asarray(features, np.float64), np.ones(len(targets))]
+    targets = np.asarray(targets, np.float64)
+    hessian = design.T @ design / len(targets)
+    optimum = np.linalg.lstsq(design, targets, rcond=None)[0]
+    return Quadratic(design, targets, hessian, optimum, targets - design @ optimum)
+
+
+def lr_of(alpha: float, gradient_scale: float) -> float:
+    """The learning rate of a recipe whose gradient loss has this scale, for step alpha."""
+    return alpha / (2 * gradient_scale)
+
+
+def gd_limit(problem: Quadratic) -> float:
+    """The largest stable step of full-batch GD: 2 / lambda_max(H)."""
+    return 2 / float(np.linalg.eigvalsh(problem.hessian)[-1])
+
+
+def beta(problem: Quadratic) -> float:
+    """max_i |x~_i|^2 (Ma, Bassily & Belkin)."""
+    return float(np.max(np.einsum("ij,ij->i", problem.design, problem.design)))
+
+
+def critical_batch_mbb(problem: Quadratic) -> float:
+    """Ma, Bassily & Belkin's m* = beta / lambda_1 + 1 (lambda_1 = lambda_max(H))."""
+    return beta(problem) / float(np.linalg.eigvalsh(problem.hessian)[-1]) + 1
+
+
+def _fourth_moment(problem: Quadratic) -> np.ndarray:
+    """S as a (q^2, q^2) matrix acting on vec(M): (1/N) sum_i kron(x~ x~^T, x~ x~^T)."""
+    rows = np.einsum("ij,ik->ijk", problem.design, problem.design).reshape(problem.n, -1)
+    return rows.T @ rows / problem.n
+
+
+def batch_noise_factor(m: int, n: int, replacement: bool) -> float:
+    """Var of a batch mean over that of one example: 1/m with replacement, (N-m)/(m(N-1))
+    without."""
+    return 1 / m if replacement else (n - m) / (m * (n - 1))
+
+
+def second_moment_map(problem: Quadratic, alpha: float, m: int, replacement: bool = True,
+                      fourth: np.ndarray | None = None) -> np.ndarray:
+    """T as a (q^2, q^2) matrix on vec(M)."""
+    q = problem.hessian.shape[0]
+    step = np.eye(q) - alpha * problem.hessian
+    hh = np.kron(problem.hessian, problem.hessian)
+    fourth = _fourth_moment(problem) if fourth is None else fourth
+    return np.kron(step, step) + alpha ** 2 * batch_noise_factor(m, problem.n, replacement) \
+        * (fourth - hh)
+
+
+def symmetric_radius(matrix: np.ndarray) -> float:
+    """The spectral radius of a map on vec(M) that commutes with transposition, on the
+    symmetric matrices (where second moments live): it is P T P's, P the projector onto
+    them (P T P is 0 on the antisymmetric ones)."""
+    q2 = matrix.shape[0]
+    q = int(round(q2 ** 0.5))
+    swap = np.eye(q2).reshape(q, q, q, q).transpose(1, 0, 2, 3).reshape(q2, q2)
+    project = (np.eye(q2) + swap) / 2
+    return float(np.max(np.abs(np.linalg.eigvals(project @ matrix @ project))))
+
+
+def critical_step(problem: Quadratic, m: int, replacement: bool = True,
+                  tolerance: float = 1e-10) -> float:
+    """alpha_crit(m): where the spectral radius of T reaches 1 (bisection; for alpha below
+    it the second moment of e decays). At most GD's 2 / lambda_max."""
+    fourth = _fourth_moment(problem)
+    high = gd_limit(problem) * (1 + 1e-9)
+    low = 0.0
+
+    def stable(alpha: float) -> bool:
+        return symmetric_radius(second_moment_map(problem, alpha, m, replacement, fourth)) < 1
+
+    while high - low > tolerance * high:
+        middle = (low + high) / 2
+        low, high = (middle, high) if stable(middle) else (low, middle)
+    return low
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """McCandlish et al.'s figures at one point theta (half-squared gradient)."""
+    gradient_norm2: float    # |G|^2
+    curvature: float         # G^T H G
+    trace_sigma: float       # tr(Sigma)
+    trace_h_sigma: float     # tr(H Sigma)
+
+    @property
+    def b_simple(self) -> float:
+        return self.trace_sigma / self.gradient_norm2
+
+    @property
+    def b_noise(self) -> float:
+        return self.trace_h_sigma / self.curvature
+
+    @property
+    def eps_max(self) -> float:
+        return self.gradient_norm2 / self.curvature
+
+    def eps_opt(self, m: float) -> float:
+        return self.eps_max / (1 + self.b_noise / m)
+
+    def expected_decrease(self, eps: float, m: float) -> float:
+        """E[L(theta) - L(theta')] of the half-squared loss after one step of eps with a
+        batch of m drawn with replacement (exact: the loss is quadratic)."""
+        return eps * self.gradient_norm2 - eps ** 2 / 2 * (self.curvature
+                                                           + self.trace_h_sigma / m)
+
+
+def noise_scale(problem: Quadratic, theta: np.ndarray) -> NoiseScale:
+    residuals = problem.design @ np.asarray(theta, np.float64) - problem.targets
+    gradients = problem.design * residuals[:, None]          # (N, q) g_i
+    mean = gradients.mean(axis=0)
+    sigma = gradients.T @ gradients / problem.n - np.outer(mean, mean)
+    return NoiseScale(float(mean @ mean), float(mean @ problem.hessian @ mean),
+                      float(np.trace(sigma)), float(np.trace(problem.hessian @ sigma)))
+
+
+def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
+                    batch_sizes: np.ndarray, log_after: np.ndarray, loss_scale: float
+                    ) -> np.ndarray:
+    """E[recorded loss] at the start and after each update count in log_after, for batches
+    of the given sizes (one per update) drawn with replacement: exact, by the linear
+    recursion of (E[e], E[e e^T]):
+
+        E[e'] = (I - alpha H) E[e]
+        E[e' e'^T] = T(E[e e^T]) - (alpha^2 / m) (K + K^T) + (alpha^2 / m) Sigma_rho,
+        K = (1/N) sum_i rho_i x~_i x~_i^T E[e] x~_i^T,  Sigma_rho = (1/N) sum_i rho_i^2 x~_i x~_i^T,
+
+    (the batch's Hessian and its noise come from the same examples: K is their cross term),
+    and E[L] = L* + s tr(H E[e e^T])."""
+    x, rho, hessian = problem.design, problem.residuals, problem.hessian
+    q = hessian.shape[0]
+    step = np.eye(q) - alpha * hessian
+    sigma_rho = (x * rho[:, None] ** 2).T @ x / problem.n
+    best = loss_scale * float(rho @ rho) / problem.n
+    mean = np.asarray(theta0, np.float64) - problem.optimum
+    second = np.outer(mean, mean)
+    losses = [best + loss_scale * float(np.sum(hessian * second))]
+    done = 0
+    for target in log_after:
+        for m in batch_sizes[done:target]:
+            factor = alpha ** 2 / m
+            weights = rho * (x @ mean)                           # rho_i x~_i^T E[e]
+            cross = (x * weights[:, None]).T @ x / problem.n     # K
+            quartic = (x * np.einsum("ij,jk,ik->i", x, second, x)[:, None]).T @ x / problem.n
+            second = step @ second @ step + factor * (quartic - hessian @ second @ hessian) \
+                - factor * (cross + cross.T) + factor * sigma_rho
+            mean = step @ mean
+        done = target
+        losses.append(best + loss_scale * float(np.sum(hessian * second)))
+    return np.array(losses)
