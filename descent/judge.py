@@ -293,9 +293,12 @@ class Judgement:
     bands: dict        # recipe -> DataFrame of every variant's mean curve and band
 
 
-def judge_all(config, optima: dict[str, dict]) -> Judgement:
-    """Every recipe's variants, judged over their seeds against the recipe's closed form."""
+def judge_all(config, optima: dict[str, dict], problems: dict) -> Judgement:
+    """Every recipe's variants, judged over their seeds against the recipe's closed form,
+    and set beside what theory predicts (problems: each recipe's theory.Quadratic)."""
     import pandas as pd
+
+    from descent import theory
 
     digits = DIGITS[config.dtype]
     trained = {variant: load_trained(variant) for variant in VARIANTS}
@@ -306,7 +309,9 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
         optimum = optima[name]
         truth = read_json((ROOT / recipe.data).with_suffix(".json"), "synthesize") \
             if config.synthetic_source(recipe) else None
-        metrics = out.metrics[name] = {"closed_form": as_metrics(optimum, DIGITS["float64"])}
+        metrics = out.metrics[name] = {
+            "closed_form": as_metrics(optimum, DIGITS["float64"]),
+            "theory": theory.figures(problems[name], recipe.gradient_loss.scale)}
         out.headline[name], out.per_seed[name], out.speeds[name] = {}, {}, {}
         seeds, frames = {}, []
         for variant, (results, curves, timings) in trained.items():
@@ -314,6 +319,8 @@ def judge_all(config, optima: dict[str, dict]) -> Judgement:
             metrics[variant], seeds[variant] = judge(result, curve, optimum, truth,
                                                      config.target_excess, digits,
                                                      config.dtype)
+            metrics[variant]["theory"] = theory.stability(
+                problems[name], result.batch_size, result.lr, recipe.gradient_loss.scale)
             final = metrics[variant]["final_loss"]
             out.headline[name][variant] = final if final == DIVERGED else final["mean"]
             out.per_seed[name][variant] = {"seed": [run.seed for run in result.runs],

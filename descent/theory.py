@@ -204,3 +204,28 @@ def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
         done = target
         losses.append(best + loss_scale * float(np.sum(hessian * second)))
     return np.array(losses)
+
+
+def figures(problem: Quadratic, gradient_scale: float) -> dict[str, float]:
+    """A recipe's theory figures for metrics/evaluate.json, to 4 significant digits (figures
+    to read; their last bits, from BLAS and LAPACK, differ between CPUs far below that)."""
+    from descent.numbers import significant
+
+    lambda_max = 2 / gd_limit(problem)
+    return {"lambda_max": significant(lambda_max, 4),
+            "gd_limit_lr": significant(lr_of(gd_limit(problem), gradient_scale), 4),
+            "beta": significant(beta(problem), 4),
+            "critical_batch_mbb": significant(critical_batch_mbb(problem), 4)}
+
+
+def stability(problem: Quadratic, batch: int, lr: float, gradient_scale: float
+              ) -> dict[str, float | str]:
+    """A (recipe, variant)'s learning rate beside its mean-square stability limit at its
+    batch size (batches drawn without replacement, the one-batch view of reshuffling; for
+    GD exactly 2 / lambda_max), to 4 significant digits."""
+    from descent.numbers import significant
+
+    critical = lr_of(critical_step(problem, batch, replacement=False), gradient_scale)
+    return {"critical_lr": significant(critical, 4),
+            "lr_over_critical": significant(lr / critical, 4),
+            "mean_square": "stable" if lr < critical else "unstable"}

@@ -19,9 +19,12 @@ from descent.io import ROOT, cli, write_csv, write_json
 
 def main() -> None:
     config = configuration.load()
+    from descent.data import check_datasets
     from descent.judge import judge_all, load_closed_form
+    from descent.theory import quadratic
 
-    judged = judge_all(config, load_closed_form(config.recipes))
+    problems = {name: quadratic(*data) for name, data in check_datasets(config).items()}
+    judged = judge_all(config, load_closed_form(config.recipes), problems)
     columns = ["variant", "loss", "low", "high", "diverged", "closed_form"]
     for name, frame in judged.bands.items():
         write_csv(ROOT / paths.loss_plot(name),

@@ -370,7 +370,7 @@ def test_data_beyond_float32_are_refused_by_training_in_float32(project, env):
 
 def test_a_file_in_data_custom_is_a_dependency_of_the_stages_that_read_data(project, env):
     """Editing custom data must rerun what reads it: `dvc status` says data/custom changed
-    for exactly the stages that read recipe data."""
+    for exactly the stages that read recipe data (evaluate: for what theory predicts)."""
     def custom_changed() -> set[str]:
         text = run(["dvc", "status"], project, env).stdout
         blocks = re.split(r"^(\S+):$", text, flags=re.M)[1:]
@@ -379,7 +379,7 @@ def test_a_file_in_data_custom_is_a_dependency_of_the_stages_that_read_data(proj
 
     assert custom_changed() == set()
     (project / "data/custom/mine.csv").write_text("x,y\n1,2\n2,4\n")
-    assert custom_changed() == {"solve", "train@gd", "train@sgd", "train@minibatch"}
+    assert custom_changed() == {"solve", "train@gd", "train@sgd", "train@minibatch", "evaluate"}
 
 
 STAGE_WITH_A_FAULT = """

@@ -128,3 +128,24 @@ def test_the_expected_one_step_decrease_at_the_optimal_step(airfoil):
     # eps_opt is the best step: a step 20 % off either side loses in expectation
     assert predicted > max(scale.expected_decrease(0.8 * eps, m),
                            scale.expected_decrease(1.2 * eps, m))
+
+
+def test_the_stability_figure_predicts_the_minus5x_sgd_divergence():
+    """The DataLoader tutorial's line (y = -5x on a grid, MSE: alpha = 2 lr): SGD at lr 0.1
+    is past its mean-square limit (evaluate says `unstable`) and every one of 16 seeds
+    diverges, in order (no shuffling) as the tutorial runs it; at half the limit none does."""
+    from descent.config import Features, SyntheticSet
+    from descent.data import generate
+
+    spec = SyntheticSet("line", 100, Features("grid", -5.0, 0.1), (-5.0,), 0.0, 0.4, 42)
+    features, targets = generate(spec)
+    problem = theory.quadratic(features, targets)
+    verdict = theory.stability(problem, 1, 0.1, 1.0)
+    assert verdict["mean_square"] == "unstable" and verdict["lr_over_critical"] > 1
+    for lr, diverging in ((0.1, 16), (0.5 * verdict["critical_lr"], 0)):
+        plan = Plan(n_examples=100, batch_size=1, epochs=20, lr=lr, gradient_scale=1.0,
+                    shuffle=False, loss_scale=1.0)
+        schedule = make_schedule(plan, [np.random.default_rng(s) for s in range(16)])
+        starts = np.random.default_rng(0).normal(size=(16, 2))
+        runs = train_runs(features, targets, starts, plan, schedule, "compiled")
+        assert (runs.diverged_at > 0).sum() == diverging
