@@ -94,7 +94,7 @@ def test_metrics_are_strict_json_and_judge_every_run(built):
     params = yaml.safe_load((built / "params.yaml").read_text())
     assert set(metrics) == set(headline) == set(per_seed) == set(params["recipes"])
     for recipe, results in metrics.items():
-        assert set(results) == {"closed_form", "gd", "sgd", "minibatch", "comparisons"}
+        assert set(results) == {"closed_form", "theory", "gd", "sgd", "minibatch", "comparisons"}
         optimum = results["closed_form"]["loss"]
         for variant in ("gd", "sgd", "minibatch"):
             judged, seeds = results[variant], per_seed[recipe][variant]
