@@ -153,6 +153,16 @@ class Steps:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    recipes: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    lr_factors: tuple[float, ...]   # learning rates, as multiples of each batch size's
+    seeds: int                      # mean-square critical one
+    budget: int                     # steps each run may take
+    target_excess: float
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int
     seeds: int      # runs per (recipe, variant): seeds seed, seed + 1, ..., seed + seeds - 1
@@ -166,6 +176,7 @@ class Config:
     recipes: dict[str, Recipe]
     variants: dict[str, dict[str, Steps]]   # variant -> recipe -> steps
     target_excess: float
+    sweep: Sweep
 
     @property
     def seed_list(self) -> list[int]:
@@ -482,6 +493,38 @@ RECIPE = (
     Key("shuffle", flag, "reshuffle every epoch", True),
     Key("drop_last", flag, "drop a short last batch", False))
 STEPS = (Key("lr", positive, "learning rate"), Key("epochs", integer(1), "passes over the data"))
+def names(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _fail(key, value, "must be a non-empty list of recipe names")
+    return tuple(value)
+
+
+def integers(minimum: int) -> Callable[[Any, str], tuple[int, ...]]:
+    def check(value: Any, key: str) -> tuple[int, ...]:
+        if not isinstance(value, list) or not value:
+            raise _fail(key, value, "must be a non-empty list of integers")
+        return tuple(integer(minimum)(item, key) for item in value)
+    return check
+
+
+def factors(value: Any, key: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise _fail(key, value, "must list at least 2 positive numbers")
+    values = tuple(positive(item, key) for item in value)
+    if max(values) <= 1:
+        raise _fail(key, value, "must reach past 1 (the critical learning rate), to find "
+                    "where runs diverge")
+    return values
+
+
+SWEEP = (
+    Key("recipes", names, "recipes swept over batch sizes and learning rates"),
+    Key("batch_sizes", integers(1), "batch sizes of the sweep (each at most the rows)"),
+    Key("lr_factors", factors, "learning rates as multiples of each batch size's "
+        "mean-square critical lr (the grid reaches past 1)"),
+    Key("seeds", integer(2, MAX_SEEDS), "runs per (batch size, learning rate)"),
+    Key("budget", integer(1), "steps each run may take to reach the target"),
+    Key("target_excess", positive, "the sweep's target: the closed-form loss x (1 + this)"))
 EVALUATE = (Key("target_excess", positive, "reached the optimum = loss within this fraction "
                 "of the closed-form loss (noise-free data: of eps(dtype) x the start)"),)
 TOP = (
@@ -500,12 +543,13 @@ TOP = (
     Key("recipes", named(RECIPE, lambda item, **v: v, "recipe", empty_ok=False),
         "what is trained"),
     Key("variants", raw, "lr and epochs of each variant on each recipe"),
-    Key("evaluate", section(EVALUATE), "how runs are judged"))
+    Key("evaluate", section(EVALUATE), "how runs are judged"),
+    Key("sweep", section(SWEEP), "the batch-size sweep"))
 
 
 SECTIONS = {"": TOP, "fetch": FETCH, "prepare": PREPARE, "synthetic.<set>": SYNTHETIC_SET,
             "train": TRAIN, "recipes.<recipe>": RECIPE, "recipes.<recipe>.init": INIT,
-            "variants.<variant>.<recipe>": STEPS, "evaluate": EVALUATE}
+            "variants.<variant>.<recipe>": STEPS, "evaluate": EVALUATE, "sweep": SWEEP}
 
 
 def schema_table() -> str:
@@ -545,7 +589,7 @@ def parse(params: Any) -> Config:
         train=Train(**top["train"]), recipes=recipes,
         variants={variant: {item: Steps(**values) for item, values in by_recipe.items()}
                   for variant, by_recipe in steps.items()},
-        target_excess=top["evaluate"]["target_excess"])
+        target_excess=top["evaluate"]["target_excess"], sweep=Sweep(**top["sweep"]))
     _across(config)
     return config
 
@@ -564,6 +608,10 @@ def _across(config: Config) -> None:
     if config.device == "mps" and config.dtype == "float64":
         raise UserError("params.yaml: device is 'mps' and dtype 'float64', but MPS devices "
                         "have no float64; set dtype: float32 or device: cpu")
+    unknown = [name for name in config.sweep.recipes if name not in config.recipes]
+    if unknown:
+        raise _fail("sweep.recipes", list(config.sweep.recipes), f"names '{unknown[0]}', which "
+                    f"is no recipe (recipes: {', '.join(config.recipes)})")
     for recipe in config.recipes.values():
         key, data = f"recipes.{recipe.name}", recipe.data
         if _synthetic_name(data) not in (None, *config.synthetic):

@@ -25,6 +25,8 @@ SECONDS_PLOTS = "plots/seconds"                # <recipe>.csv
 FIGURE = "plots/comparison.png"
 REFERENCE_JSON = "metrics/reference.json"
 REFERENCE_TABLE = "metrics/reference.md"
+SWEEP_HEADLINE = "metrics/sweep.json"
+SWEEP_PLOTS = "plots/sweep"                    # <recipe>.csv
 
 
 def train_results(variant: str) -> str:
@@ -51,6 +53,10 @@ def seconds_plot(recipe: str) -> str:
     return f"{SECONDS_PLOTS}/{recipe}.csv"
 
 
+def sweep_plot(recipe: str) -> str:
+    return f"{SWEEP_PLOTS}/{recipe}.csv"
+
+
 def stage_outputs(variants: tuple[str, ...]) -> dict[str, list[str]]:
     """What each stage writes (a folder stands for the files in it), as dvc.yaml declares."""
     return {"check": [CHECKED], "fetch": [RAW_AIRFOIL], "prepare": [PREPARED],
@@ -58,4 +64,5 @@ def stage_outputs(variants: tuple[str, ...]) -> dict[str, list[str]]:
             **{f"train@{variant}": [train_results(variant), curves(variant), timing(variant)]
                for variant in variants},
             "evaluate": [HEADLINE, EVALUATION, PER_SEED, SPEED, LOSS_PLOTS, SECONDS_PLOTS],
-            "report": [FIGURE, REFERENCE_JSON, REFERENCE_TABLE]}
+            "report": [FIGURE, REFERENCE_JSON, REFERENCE_TABLE],
+            "sweep": [SWEEP_HEADLINE, SWEEP_PLOTS]}

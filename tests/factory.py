@@ -57,6 +57,9 @@ REFERENCE: dict[str, Any] = {
         for variant, airfoil in (("gd", _same(1.0, 6)), ("sgd", _same(0.005, 2)),
                                  ("minibatch", _same(0.05, 2)))},
     "evaluate": {"target_excess": 0.01},
+    "sweep": {"recipes": ["airfoil"], "batch_sizes": [1, 4, 16, 64, 256, 1500],
+              "lr_factors": [0.05, 0.1, 0.2, 0.4, 0.7, 1.0, 1.4], "seeds": 8, "budget": 3000,
+              "target_excess": 0.05},
 }
 
 

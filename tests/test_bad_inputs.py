@@ -118,6 +118,11 @@ PARAMS_CASES = {
                                     "wider than float64 holds"),
     "weights whose squares overflow": ("synthesize", "weights: [-5.0]", "weights: [1.0e+300]",
                                        "their squares (the loss) overflow float64"),
+    "sweep batch above the rows": ("sweep", "batch_sizes: [1, 4, 16, 64, 256, 1500]",
+                                   "batch_sizes: [1, 4, 2000]",
+                                   "sweep.batch_sizes has 2000, more than the 1500 rows"),
+    "sweep budget no point meets": ("sweep", "budget: 3000", "budget: 1",
+                                    "raise sweep.budget or sweep.target_excess"),
     "lr beyond float32": ("train", "airfoil: {lr: 1.0, epochs: 6}",
                           "airfoil: {lr: 1.0e+308, epochs: 6}", "beyond float32's range"),
 }

@@ -80,6 +80,11 @@ BAD = [
     ("prepare.n_train", "all", "prepare.n_train is 'all'"),
     ("fetch.sha256", "abc", "must be 64 hexadecimal digits"),
     ("evaluate.target_excess", 0, "evaluate.target_excess is 0"),
+    ("sweep.batch_sizes", [], "sweep.batch_sizes is [], but it must be a non-empty list"),
+    ("sweep.batch_sizes", [0, 4], "sweep.batch_sizes is 0, but it must be a positive integer"),
+    ("sweep.lr_factors", [0.1, 0.5], "must reach past 1 (the critical learning rate)"),
+    ("sweep.recipes", ["cube"], "names 'cube', which is no recipe"),
+    ("sweep.seeds", 1, "sweep.seeds is 1, but it must be an integer >= 2"),
 ]
 
 

@@ -150,7 +150,15 @@ def test_changing_one_synthetic_param_reruns_only_what_depends_on_it(project, en
     set_param(project, "synthetic.line_minus5x.noise_std", 0.5)
     # check validates every param change; its output never changes, so it reruns nothing.
     assert ran(dvc(project, env, "repro").stdout) == \
-        {"check", "synthesize", "solve"} | STAGES_AFTER_DATA
+        {"check", "synthesize", "solve", "sweep"} | STAGES_AFTER_DATA  # sweep: its data deps
+
+
+def test_the_batch_size_never_reruns_the_sweep_and_a_sweep_param_reruns_only_it(project, env):
+    set_param(project, "batch_size", 20)
+    assert ran(dvc(project, env, "repro").stdout) == \
+        {"check", "train@minibatch", "evaluate", "report"}
+    set_param(project, "sweep.seeds", 4)
+    assert ran(dvc(project, env, "repro").stdout) == {"check", "sweep"}
 
 
 def test_changing_the_airfoil_sgd_lr_reruns_only_train_sgd_and_its_dependents(project, env):

@@ -149,3 +149,16 @@ def test_the_stability_figure_predicts_the_minus5x_sgd_divergence():
         starts = np.random.default_rng(0).normal(size=(16, 2))
         runs = train_runs(features, targets, starts, plan, schedule, "compiled")
         assert (runs.diverged_at > 0).sum() == diverging
+
+
+def test_the_b_crit_fit_recovers_points_on_the_hyperbola():
+    """(S/S_min - 1)(E/E_min - 1) = 1 with E = B S is S = S_min + E_min / B: points made
+    exactly on it give back S_min and E_min to rounding (1e-9 relative)."""
+    from descent.sweep import fit_hyperbola
+
+    s_min, e_min = 37.0, 2960.0  # B_crit 80
+    batches = np.array([1, 4, 16, 64, 256, 1500])
+    s_fit, e_fit = fit_hyperbola(batches, s_min + e_min / batches)
+    assert s_fit == pytest.approx(s_min, rel=1e-9) and e_fit == pytest.approx(e_min, rel=1e-9)
+    steps = s_min + e_min / batches
+    assert np.allclose((steps / s_min - 1) * (batches * steps / e_min - 1), 1)
