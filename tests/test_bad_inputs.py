@@ -384,7 +384,8 @@ def test_a_file_in_data_custom_is_a_dependency_of_the_stages_that_read_data(proj
 
     assert custom_changed() == set()
     (project / "data/custom/mine.csv").write_text("x,y\n1,2\n2,4\n")
-    assert custom_changed() == {"solve", "train@gd", "train@sgd", "train@minibatch", "evaluate"}
+    assert custom_changed() == {"solve", "train@gd", "train@sgd", "train@minibatch", "evaluate",
+                                "sweep"}
 
 
 STAGE_WITH_A_FAULT = """

@@ -17,7 +17,8 @@ def synthetic_sets(sets: dict) -> dict:
     """Validated SyntheticSet objects for raw `synthetic:` settings."""
     return parse(params(synthetic=sets, recipes={"r": REFERENCE["recipes"]["airfoil"]},
                         variants={v: {"r": {"lr": 1.0, "epochs": 1}}
-                                  for v in ("gd", "sgd", "minibatch")})).synthetic
+                                  for v in ("gd", "sgd", "minibatch")},
+                        sweep={**REFERENCE["sweep"], "recipes": ["r"]})).synthetic
 
 
 # --- fetch ---------------------------------------------------------------------------
