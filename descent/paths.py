@@ -26,7 +26,8 @@ FIGURE = "plots/comparison.png"
 REFERENCE_JSON = "metrics/reference.json"
 REFERENCE_TABLE = "metrics/reference.md"
 SWEEP_HEADLINE = "metrics/sweep.json"
-SWEEP_PLOTS = "plots/sweep"                    # <recipe>.csv
+SWEEP_PLOTS = "plots/sweep"                    # <recipe>.csv: every grid point
+SWEEP_BEST = "plots/sweep_best"                # <recipe>.csv: the best lr's, and the fit
 
 
 def train_results(variant: str) -> str:
@@ -57,6 +58,10 @@ def sweep_plot(recipe: str) -> str:
     return f"{SWEEP_PLOTS}/{recipe}.csv"
 
 
+def sweep_best(recipe: str) -> str:
+    return f"{SWEEP_BEST}/{recipe}.csv"
+
+
 def stage_outputs(variants: tuple[str, ...]) -> dict[str, list[str]]:
     """What each stage writes (a folder stands for the files in it), as dvc.yaml declares."""
     return {"check": [CHECKED], "fetch": [RAW_AIRFOIL], "prepare": [PREPARED],
@@ -65,4 +70,4 @@ def stage_outputs(variants: tuple[str, ...]) -> dict[str, list[str]]:
                for variant in variants},
             "evaluate": [HEADLINE, EVALUATION, PER_SEED, SPEED, LOSS_PLOTS, SECONDS_PLOTS],
             "report": [FIGURE, REFERENCE_JSON, REFERENCE_TABLE],
-            "sweep": [SWEEP_HEADLINE, SWEEP_PLOTS]}
+            "sweep": [SWEEP_HEADLINE, SWEEP_PLOTS, SWEEP_BEST]}

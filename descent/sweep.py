@@ -122,8 +122,10 @@ def theta_at_loss(problem: theory.Quadratic, start: np.ndarray, loss: float,
                     "sweep.target_excess")
 
 
-def sweep_recipe(settings, recipe, features, targets, dtype: str) -> tuple[dict, list[dict]]:
-    """One recipe's sweep: (its headline for metrics/sweep.json, a row per grid point)."""
+def sweep_recipe(settings, recipe, features, targets, dtype: str
+                 ) -> tuple[dict, list[dict], list[dict]]:
+    """One recipe's sweep: its headline for metrics/sweep.json, a row per grid point, and a
+    row per batch size at its best learning rate with the fitted steps (the DVC plot)."""
     problem = theory.quadratic(features, targets)
     n = len(targets)
     too_large = [b for b in settings.batch_sizes if b > n]
@@ -173,4 +175,6 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str) -> tuple[dict,
         else None,
         "critical_lr_n": significant(theory.lr_of(theory.gd_limit(problem),
                                                   recipe.gradient_loss.scale), 4)}
-    return {key: value for key, value in headline.items() if value is not None}, rows
+    best = [{"batch_size": batch, "steps": significant(steps, 6),
+             "fitted": significant(s_min + e_min / batch, 6)} for batch, steps in points]
+    return {key: value for key, value in headline.items() if value is not None}, rows, best

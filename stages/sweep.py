@@ -6,6 +6,7 @@ loss; the best learning rate per batch size; B_crit fitted, beside B_noise predi
                             B_simple predicted, the critical lr at batch 1 and N (the headline)
 - plots/sweep/<recipe>.csv  every grid point: batch, lr (and over its critical lr), mean
                             steps and examples to target, reached and diverged fractions
+- plots/sweep_best/<recipe>.csv  each batch size's steps at its best lr, and the fitted curve
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def main() -> None:
     for name in config.sweep.recipes:
         recipe = config.recipes[name]
         features, targets = load_recipe_data(config, recipe)
-        headline[name], rows = sweep_recipe(config.sweep, recipe, features, targets,
-                                            config.dtype)
+        headline[name], rows, best = sweep_recipe(config.sweep, recipe, features, targets,
+                                                  config.dtype)
         write_csv(ROOT / paths.sweep_plot(name), pd.DataFrame(rows), float_format="%.7g")
+        write_csv(ROOT / paths.sweep_best(name), pd.DataFrame(best), float_format="%.7g")
         print(f"swept {name}: B_crit {headline[name].get('b_crit')} (95 % "
               f"{headline[name]['b_crit_ci95_low']}-{headline[name]['b_crit_ci95_high']}), "
               f"B_noise predicted {headline[name]['b_noise_predicted']}")

@@ -139,13 +139,32 @@ def check_panel(marks: list[dict], curves: dict[tuple[str, str], list[dict]]) ->
     assert all(mark["width"] > 0 and mark["height"] > 0 for mark in crosses)
 
 
+SWEEP = "plots_sweep_best"  # the sweep's chart (its template: .dvc/plots/sweep.json)
+
+
+def check_sweep(marks: list[dict], rows: list[dict]) -> None:
+    """The sweep chart drew a point per (revision, batch size) and a dashed fitted line per
+    revision through every batch size."""
+    revisions = {row["rev"] for row in rows}
+    points = [mark for mark in marks if mark["type"] == "symbol" and mark["opacity"] > 0]
+    lines = [mark for mark in marks if mark["type"] == "line"]
+    assert len(points) == len(rows)
+    assert sorted(line["points"] for line in lines) == sorted(
+        sum(row["rev"] == rev for row in rows) for rev in revisions)
+    assert all(line["dash"] for line in lines)
+
+
 def test_the_page_draws_every_layer_without_warnings(page):
     drawn, data = page
     assert drawn["warnings"] == []  # e.g. "Infinite extent for field" from a rule
     charts = {name: chart for name, chart in drawn["charts"].items() if name in data}
-    assert len(charts) == 15  # 5 recipes x (loss, seconds, by revision)
+    assert len(charts) == 16  # 5 recipes x (loss, seconds, by revision), and the sweep
     for name, chart in charts.items():
         assert "error" not in chart, name
+        if name.startswith(SWEEP):
+            [panel] = chart["panels"]
+            check_sweep(panel["marks"], data[name])
+            continue
         curves = series(data[name])
         panels = chart["panels"]
         if name.startswith("by_revision"):
@@ -164,7 +183,7 @@ def test_the_page_draws_every_layer_without_warnings(page):
 def test_revisions_are_told_apart_by_dash_per_variant_and_by_colour_per_revision(page):
     drawn, data = page
     for name, chart in drawn["charts"].items():
-        if name not in data:
+        if name not in data or name.startswith(SWEEP):
             continue
         if not name.startswith("by_revision"):
             # The variants charts: colour = variant, and each revision its own dash.
