@@ -140,6 +140,20 @@ def check_panel(marks: list[dict], curves: dict[tuple[str, str], list[dict]]) ->
 
 
 SWEEP = "plots_sweep_best"  # the sweep's chart (its template: .dvc/plots/sweep.json)
+GRID = "plots_sweep_"       # and its grid (.dvc/plots/sweep_grid.json)
+
+
+def check_grid(panels: list[dict], rows: list[dict]) -> None:
+    """A panel per revision: a grey cell per grid point, a coloured one over each point every
+    seed reached, a cross on each point where runs diverged."""
+    assert sorted(panel["name"] for panel in panels) == sorted({row["rev"] for row in rows})
+    for panel in panels:
+        mine = [row for row in rows if row["rev"] == panel["name"]]
+        reached = sum(row["steps"] != "not reached" for row in mine)
+        diverged = sum(float(row["diverged_fraction"]) > 0 for row in mine)
+        kinds = Counter(mark["type"] for mark in panel["marks"])
+        assert kinds["rect"] == len(mine) + reached and kinds["text"] == diverged, kinds
+        assert 0 < reached < len(mine) and diverged > 0  # the grid reaches past the limit
 
 
 def check_sweep(marks: list[dict], rows: list[dict]) -> None:
@@ -158,9 +172,12 @@ def test_the_page_draws_every_layer_without_warnings(page):
     drawn, data = page
     assert drawn["warnings"] == []  # e.g. "Infinite extent for field" from a rule
     charts = {name: chart for name, chart in drawn["charts"].items() if name in data}
-    assert len(charts) == 16  # 5 recipes x (loss, seconds, by revision), and the sweep
+    assert len(charts) == 17  # 5 recipes x (loss, seconds, by revision), the sweep and grid
     for name, chart in charts.items():
         assert "error" not in chart, name
+        if name.startswith(GRID) and not name.startswith(SWEEP):
+            check_grid(chart["panels"], data[name])
+            continue
         if name.startswith(SWEEP):
             [panel] = chart["panels"]
             check_sweep(panel["marks"], data[name])
@@ -183,7 +200,7 @@ def test_the_page_draws_every_layer_without_warnings(page):
 def test_revisions_are_told_apart_by_dash_per_variant_and_by_colour_per_revision(page):
     drawn, data = page
     for name, chart in drawn["charts"].items():
-        if name not in data or name.startswith(SWEEP):
+        if name not in data or name.startswith(GRID):
             continue
         if not name.startswith("by_revision"):
             # The variants charts: colour = variant, and each revision its own dash.
