@@ -42,10 +42,6 @@ def timing(variant: str) -> str:
     return f"metrics/timing/{variant}.json"
 
 
-def synthetic_csv(name: str) -> str:
-    return f"{SYNTHETIC}/{name}.csv"
-
-
 def loss_plot(recipe: str) -> str:
     return f"{LOSS_PLOTS}/{recipe}.csv"
 

@@ -112,10 +112,8 @@ def theta_at_loss(problem: theory.Quadratic, start: np.ndarray, loss: float,
     alpha = theory.gd_limit(problem) / 2
     theta = np.asarray(start, np.float64).copy()
     cross = problem.design.T @ problem.targets / problem.n
-    best = loss_scale * float(problem.residuals @ problem.residuals) / problem.n
     for _ in range(100_000):
-        error = theta - problem.optimum
-        if best + loss_scale * float(error @ problem.hessian @ error) <= loss:
+        if problem.loss(theta, loss_scale) <= loss:
             return theta
         theta = theta - alpha * (problem.hessian @ theta - cross)
     raise UserError("the sweep's target loss is not reached by GD in 100000 steps; raise "
@@ -132,8 +130,7 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str
     if too_large:
         raise UserError(f"params.yaml: sweep.batch_sizes has {too_large[0]}, more than the "
                         f"{n} rows of {recipe.data}; use batch sizes up to {n}")
-    best_loss = recipe.loss.scale * float(problem.residuals @ problem.residuals) / n
-    target = best_loss * (1 + settings.target_excess)
+    target = problem.best_loss(recipe.loss.scale) * (1 + settings.target_excess)
     start = np.zeros(features.shape[1] + 1)
     x, y = np.asarray(features, dtype), np.asarray(targets, dtype)
     grids = [sweep_batch(x, y, batch, settings.lr_factors, settings.seeds, settings.budget,

@@ -33,6 +33,7 @@ at the optimum (X~^T rho = 0).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,20 +45,46 @@ class Quadratic:
     design: np.ndarray     # (N, q) float64 rows x~_i = (x_i, 1)
     targets: np.ndarray    # (N,) float64
     hessian: np.ndarray    # (q, q) H = X~^T X~ / N
-    optimum: np.ndarray    # (q,) theta*
-    residuals: np.ndarray  # (N,) rho_i at the optimum
 
     @property
     def n(self) -> int:
         return len(self.targets)
 
+    @functools.cached_property
+    def optimum(self) -> np.ndarray:
+        """theta* (q,): solved only when asked (the stability figures never need it)."""
+        return np.linalg.lstsq(self.design, self.targets, rcond=None)[0]
+
+    @functools.cached_property
+    def residuals(self) -> np.ndarray:
+        """rho_i (N,) at the optimum."""
+        return self.targets - self.design @ self.optimum
+
+    @functools.cached_property
+    def lambda_max(self) -> float:
+        return float(np.linalg.eigvalsh(self.hessian)[-1])
+
+    @functools.cached_property
+    def fourth(self) -> np.ndarray:
+        """S as a (q^2, q^2) matrix on vec(M): (1/N) sum_i kron(x~ x~^T, x~ x~^T), built once
+        for all the critical steps asked of this problem."""
+        rows = np.einsum("ij,ik->ijk", self.design, self.design).reshape(self.n, -1)
+        return rows.T @ rows / self.n
+
+    def best_loss(self, loss_scale: float) -> float:
+        """The closed-form loss L* = s mean(rho^2)."""
+        return loss_scale * float(self.residuals @ self.residuals) / self.n
+
+    def loss(self, theta: np.ndarray, loss_scale: float) -> float:
+        """L(theta) = L* + s e^T H e (the cross term vanishes at the optimum)."""
+        error = np.asarray(theta, np.float64) - self.optimum
+        return self.best_loss(loss_scale) + loss_scale * float(error @ self.hessian @ error)
+
 
 def quadratic(features: np.ndarray, targets: np.ndarray) -> Quadratic:
     design = np.c_[np.asarray(features, np.float64), np.ones(len(targets))]
     targets = np.asarray(targets, np.float64)
-    hessian = design.T @ design / len(targets)
-    optimum = np.linalg.lstsq(design, targets, rcond=None)[0]
-    return Quadratic(design, targets, hessian, optimum, targets - design @ optimum)
+    return Quadratic(design, targets, design.T @ design / len(targets))
 
 
 def lr_of(alpha: float, gradient_scale: float) -> float:
@@ -67,7 +94,7 @@ def lr_of(alpha: float, gradient_scale: float) -> float:
 
 def gd_limit(problem: Quadratic) -> float:
     """The largest stable step of full-batch GD: 2 / lambda_max(H)."""
-    return 2 / float(np.linalg.eigvalsh(problem.hessian)[-1])
+    return 2 / problem.lambda_max
 
 
 def beta(problem: Quadratic) -> float:
@@ -77,13 +104,7 @@ def beta(problem: Quadratic) -> float:
 
 def critical_batch_mbb(problem: Quadratic) -> float:
     """Ma, Bassily & Belkin's m* = beta / lambda_1 + 1 (lambda_1 = lambda_max(H))."""
-    return beta(problem) / float(np.linalg.eigvalsh(problem.hessian)[-1]) + 1
-
-
-def _fourth_moment(problem: Quadratic) -> np.ndarray:
-    """S as a (q^2, q^2) matrix acting on vec(M): (1/N) sum_i kron(x~ x~^T, x~ x~^T)."""
-    rows = np.einsum("ij,ik->ijk", problem.design, problem.design).reshape(problem.n, -1)
-    return rows.T @ rows / problem.n
+    return beta(problem) / problem.lambda_max + 1
 
 
 def batch_noise_factor(m: int, n: int, replacement: bool) -> float:
@@ -92,15 +113,14 @@ def batch_noise_factor(m: int, n: int, replacement: bool) -> float:
     return 1 / m if replacement else (n - m) / (m * (n - 1))
 
 
-def second_moment_map(problem: Quadratic, alpha: float, m: int, replacement: bool = True,
-                      fourth: np.ndarray | None = None) -> np.ndarray:
+def second_moment_map(problem: Quadratic, alpha: float, m: int, replacement: bool = True
+                      ) -> np.ndarray:
     """T as a (q^2, q^2) matrix on vec(M)."""
     q = problem.hessian.shape[0]
     step = np.eye(q) - alpha * problem.hessian
     hh = np.kron(problem.hessian, problem.hessian)
-    fourth = _fourth_moment(problem) if fourth is None else fourth
     return np.kron(step, step) + alpha ** 2 * batch_noise_factor(m, problem.n, replacement) \
-        * (fourth - hh)
+        * (problem.fourth - hh)
 
 
 def symmetric_radius(matrix: np.ndarray) -> float:
@@ -118,12 +138,11 @@ def critical_step(problem: Quadratic, m: int, replacement: bool = True,
                   tolerance: float = 1e-10) -> float:
     """alpha_crit(m): where the spectral radius of T reaches 1 (bisection; for alpha below
     it the second moment of e decays). At most GD's 2 / lambda_max."""
-    fourth = _fourth_moment(problem)
     high = gd_limit(problem) * (1 + 1e-9)
     low = 0.0
 
     def stable(alpha: float) -> bool:
-        return symmetric_radius(second_moment_map(problem, alpha, m, replacement, fourth)) < 1
+        return symmetric_radius(second_moment_map(problem, alpha, m, replacement)) < 1
 
     while high - low > tolerance * high:
         middle = (low + high) / 2
@@ -187,7 +206,7 @@ def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
     q = hessian.shape[0]
     step = np.eye(q) - alpha * hessian
     sigma_rho = (x * rho[:, None] ** 2).T @ x / problem.n
-    best = loss_scale * float(rho @ rho) / problem.n
+    best = problem.best_loss(loss_scale)
     mean = np.asarray(theta0, np.float64) - problem.optimum
     second = np.outer(mean, mean)
     losses = [best + loss_scale * float(np.sum(hessian * second))]
@@ -211,8 +230,7 @@ def figures(problem: Quadratic, gradient_scale: float) -> dict[str, float]:
     to read; their last bits, from BLAS and LAPACK, differ between CPUs far below that)."""
     from descent.numbers import significant
 
-    lambda_max = 2 / gd_limit(problem)
-    return {"lambda_max": significant(lambda_max, 4),
+    return {"lambda_max": significant(problem.lambda_max, 4),
             "gd_limit_lr": significant(lr_of(gd_limit(problem), gradient_scale), 4),
             "beta": significant(beta(problem), 4),
             "critical_batch_mbb": significant(critical_batch_mbb(problem), 4)}
