@@ -1,45 +1,38 @@
-"""One run with any engine, every logged state kept: what the engine tests compare.
-
-The library's engines return what the stages need (losses, the final parameters); these
-tests hold every backend's parameters at every logging point against the plain PyTorch
-loop, so they ask each backend for its logged states here.
-"""
+"""One run with any engine, every logged state kept: what the engine tests compare."""
 from __future__ import annotations
 
 import dataclasses
-import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from descent.engines.compiled import descend
-from descent.engines.problem import Plan, Schedule, choose_engine
-from descent.engines.torch_backends import Trajectory
-from descent.engines.torch_backends import train as torch_train
+from descent.engines.dispatch import train_runs
+from descent.engines.problem import Plan, Schedule
+
+
+@dataclass
+class Trajectory:
+    """The run at its sound logging points: row 0 is the start, row j follows update
+    log_updates[j]; diverged_at_update is None for a run that never diverged."""
+    log_updates: np.ndarray   # (points,) 0 first
+    weights: torch.Tensor     # (points, p)
+    biases: torch.Tensor      # (points,)
+    losses: np.ndarray        # (points,) float64, whole-set loss in the recorded convention
+    diverged_at_update: int | None = None
 
 
 def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
           bias: torch.Tensor, plan: Plan, schedule: Schedule, engine: str = "affine",
           progress=None) -> Trajectory:
-    """engine `auto` is the compiled kernel on the CPU and the affine scan on a GPU."""
-    engine = choose_engine(engine, features.device.type)
-    if engine != "compiled":
-        return torch_train(features, targets, weights, bias, plan, schedule, engine, progress)
-    theta = torch.cat([weights, bias.reshape(1)])
+    """One run of `plan` from (weights, bias) with `engine` on the features' device
+    (`auto`: the compiled kernel on the CPU, the affine scan on a GPU)."""
+    theta = torch.cat([weights, bias.reshape(1)]).cpu().numpy()
     one = dataclasses.replace(schedule, order=schedule.order[None])
-    started = time.perf_counter()
-    logged, losses, diverged_at = descend(
-        features.numpy(), targets.numpy(), theta[None].numpy(), one.order,
-        min(plan.batch_size, plan.n_examples), plan.drop_last,
-        2 * plan.gradient_scale * plan.lr, schedule.log_after, plan.blowup, plan.loss_scale)
-    elapsed = time.perf_counter() - started
-    if progress:
-        progress(len(schedule.batch_sizes))
-    points = int((~np.isnan(losses[0])).sum())  # up to the last sound point
-    log_updates = schedule.log_updates[:points]
-    # One call times the whole run; seconds at logging points are shared out by update count.
-    seconds = elapsed * log_updates / max(1, schedule.log_after[-1])
-    kept = torch.from_numpy(logged[0, :points])
-    at = int(diverged_at[0])
-    return Trajectory(log_updates, kept[:, :-1], kept[:, -1], losses[0, :points],
-                      seconds, at if at > 0 else None)
+    runs = train_runs(features.cpu().numpy(), targets.cpu().numpy(), theta[None], plan, one,
+                      engine=engine, device=str(features.device), progress=progress)
+    points = int((~np.isnan(runs.losses[0])).sum())  # up to the last sound point
+    kept = torch.from_numpy(runs.states[0, :points])
+    at = int(runs.diverged_at[0])
+    return Trajectory(runs.log_updates[:points], kept[:, :-1], kept[:, -1],
+                      runs.losses[0, :points], at if at > 0 else None)

@@ -65,7 +65,8 @@ def warm(tmp_path_factory):
     base = tmp_path_factory.mktemp("jit")
     cache, tree = base / "numba-cache", copy_package(base / "first")
     first = probe(tree, cache)
-    assert first["jitted"] >= 5 and first["misses"] > 0 and first["hits"] == 0, first
+    # the kernel and its two helpers (_runs, _loss, _sound) each compile once
+    assert first["jitted"] >= 3 and first["misses"] > 0 and first["hits"] == 0, first
     return base, cache, first
 
 

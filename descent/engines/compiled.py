@@ -1,11 +1,10 @@
 """The compiled CPU backend: R independent runs of mini-batch gradient descent on a linear
 model, each an exact sequential chain of updates (numba), the runs in parallel threads.
 
-From the engine down: `compiled_runs` (fit checked, timed) -> `descend_valid` (the problem
-and the walk set up, blocks of runs in threads) -> `_runs` -> `_run` (one run: its logging
-points, the divergence replay) -> `_advance` (the update rule).
-`descend` is `descend_valid` with every argument checked, for direct use;
-tests/reference_descent.py is the same computation written as plainly as possible.
+From the engine down: `compiled_runs` (the problem set up, blocks of runs in threads) ->
+`_runs` (the kernel: each run's updates, logging points and divergence replay; the update
+rule is in its loop). `descend` is the same computation on raw arrays, every argument
+checked, for direct use; tests/reference_descent.py writes it as plainly as possible.
 """
 from __future__ import annotations
 
@@ -15,14 +14,232 @@ from typing import NamedTuple
 
 import numpy as np
 
-from descent.engines.problem import (Runs, epoch_batches, loss_cap, total_updates,
-                                     unsound_start)
+from descent.engines.problem import Plan, Runs, epoch_batches, layout, loss_cap, total_updates
 from descent.jit import njit_cached  # numba's cache, shared by copies of the tree
 from descent.parallel import cores, in_parallel
 from descent.statistics import sufficient_statistics
 
-__all__ = ["compiled_runs", "descend", "descend_valid"]
+__all__ = ["compiled_runs", "descend"]
 
+
+class Problem(NamedTuple):
+    """The data every run of a call descends on, and what its whole-set loss needs."""
+    features: np.ndarray   # (N, p) float32 or float64, C-contiguous
+    targets: np.ndarray    # (N,) same dtype
+    gram: np.ndarray       # (p+1, p+1) float64 X1^T X1 (X1 = [X, 1])
+    cross: np.ndarray      # (p+1,) float64 X1^T y
+    yy: float              # y^T y
+    loss_scale: float      # the recorded loss: loss_scale * mean squared residual
+    cap: float             # a loss above it overflows the dtype's sum of squares (loss_cap)
+
+
+class Walk(NamedTuple):
+    """How every run walks through the data, and when it stops to log."""
+    m: int                 # batch size
+    full: int              # full batches an epoch
+    per_epoch: int         # batches an epoch (full, and a short one unless dropped)
+    log_after: np.ndarray  # (P,) int64 update counts after which each run logs
+    blowup: float          # a loss above blowup x the start's is unsound
+
+
+class Record(NamedTuple):
+    """What the kernel writes for each run (NaN after its last sound logging point)."""
+    states: np.ndarray       # (R, P+1, p+1) parameters at the start and each logging point
+    losses: np.ndarray       # (R, P+1) float64 whole-set loss there
+    diverged_at: np.ndarray  # (R,) int64 first unsound update; -1 none, 0 the start
+
+
+def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
+    """engine `compiled`: R runs on the CPU, run r from thetas[r] at learning rate lrs[r]
+    with the order schedule.order[r]; every update exact and in order (the kernel), the
+    whole-set losses from the float64 sufficient statistics, a divergence located exactly by
+    replaying its interval. A run with an unsound start has diverged_at 0."""
+    x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
+    thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
+    _check_fit(x, y, thetas, plan, schedule)
+    n, runs = len(y), len(thetas)
+    gram, cross, yy = sufficient_statistics(x, y)
+    problem = Problem(x, y, gram, cross, float(yy), float(plan.loss_scale),
+                      loss_cap(x.dtype, n, plan.loss_scale))
+    m = min(plan.batch_size, n)
+    full, short = epoch_batches(n, m, plan.drop_last)
+    walk = Walk(m, full, full + (short > 0), schedule.log_after, float(plan.blowup))
+    # The step of a full and of the short batch, each divided in float64 and rounded once
+    # to the working dtype.
+    scale = 2 * plan.gradient_scale * np.asarray(lrs, np.float64)
+    steps = np.stack([scale / m, scale / (short or m)], axis=1).astype(x.dtype)
+    points = len(schedule.log_after) + 1
+    record = Record(np.full((runs, points, x.shape[1] + 1), np.nan, x.dtype),
+                    np.full((runs, points), np.nan), np.full(runs, -1, np.int64))
+    # The runs in contiguous blocks, one per usable core. The kernel releases the GIL
+    # (nogil), so the blocks run in parallel; one build serves one run and many (numba's
+    # `parallel=True` would be a second, slower compilation).
+    workers = min(runs, cores())
+    bounds = [runs * k // workers for k in range(workers + 1)]
+
+    def block(index: int) -> None:
+        part = slice(bounds[index], bounds[index + 1])
+        _runs(problem, walk, thetas[part], schedule.order[part], steps[part],
+              Record(*(array[part] for array in record)))
+
+    _load_kernel(x.dtype, schedule.order.dtype)  # compile or load from cache, untimed
+    started = time.perf_counter()
+    in_parallel(block, workers)
+    seconds = time.perf_counter() - started
+    if progress:
+        progress(len(schedule.batch_sizes) * runs)
+    return Runs(schedule.log_updates, record.losses, record.states, record.diverged_at,
+                seconds)
+
+
+@njit_cached(nogil=True)
+def _runs(problem, walk, thetas0, orders, steps, record):
+    """Each run of a block in turn, from thetas0[run] with the order orders[run] (epochs, N)
+    and the steps steps[run] (full batch, short batch): its updates up to each logging point,
+    its state and loss there (record), and its first unsound update.
+
+    An unsound logging point replays that run's interval from its last sound state, update by
+    update, to find the exact update; the same code on the same bits gives the same updates.
+    """
+    features, targets = problem.features, problem.targets
+    n, p = features.shape
+    m, full, per_epoch, log_after = walk.m, walk.full, walk.per_epoch, walk.log_after
+    # The parameters and gradient, padded so that no two threads' blocks share a cache line.
+    pad = 16
+    work = np.zeros(3 * pad + 2 * (p + 1), features.dtype)
+    theta, grad = work[pad:pad + p + 1], work[2 * pad + p + 1:2 * pad + 2 * p + 2]
+    for run in range(thetas0.shape[0]):
+        order, states, losses = orders[run], record.states[run], record.losses[run]
+        for c in range(p + 1):
+            theta[c] = thetas0[run, c]
+            states[0, c] = theta[c]
+        loss = _loss(theta, problem)
+        losses[0] = loss
+        if not _sound(theta, loss, np.inf):
+            record.diverged_at[run] = 0
+            continue
+        limit = min(walk.blowup * max(loss, 2.2250738585072014e-308), problem.cap)
+        point = 0                            # logging points passed; next: log_after[point]
+        update, epoch, batch = 0, 0, 0       # updates done; the next one's epoch and batch
+        replaying = False
+        while point < log_after.shape[0]:
+            # The update rule, in the dtype of the features:
+            #   r = X_B w + b - y_B;  w -= step * X_B^T r;  b -= step * sum(r)
+            start = batch * m
+            if batch < full:
+                stop, step = start + m, steps[run, 0]
+            else:
+                stop, step = n, steps[run, 1]
+            if stop - start == 1:  # one example: no gradient to accumulate (same roundings:
+                k = order[epoch, start]  # grad would hold exactly r * x, as 0 + r * x is exact)
+                dot = features[k, 0] * theta[0]
+                for c in range(1, p):
+                    dot += features[k, c] * theta[c]
+                r = dot + theta[p] - targets[k]
+                for c in range(p):
+                    theta[c] -= step * (r * features[k, c])
+                theta[p] -= step * r
+            else:
+                for c in range(p + 1):
+                    grad[c] = 0
+                for i in range(start, stop):
+                    k = order[epoch, i]
+                    dot = features[k, 0] * theta[0]
+                    for c in range(1, p):
+                        dot += features[k, c] * theta[c]
+                    r = dot + theta[p] - targets[k]
+                    for c in range(p):
+                        grad[c] += r * features[k, c]
+                    grad[p] += r
+                for c in range(p + 1):
+                    theta[c] -= step * grad[c]
+            update += 1
+            batch += 1
+            if batch == per_epoch:
+                batch = 0
+                epoch += 1
+            if replaying:  # every update checked, up to the unsound logging point
+                if not _sound(theta, _loss(theta, problem), limit) \
+                        or update == log_after[point]:  # (reached only if the replay differs)
+                    record.diverged_at[run] = update
+                    break
+            elif update == log_after[point]:
+                loss = _loss(theta, problem)
+                if _sound(theta, loss, limit):
+                    point += 1
+                    for c in range(p + 1):
+                        states[point, c] = theta[c]
+                    losses[point] = loss
+                else:  # back to the last sound state, to replay this interval
+                    for c in range(p + 1):
+                        theta[c] = states[point, c]
+                    update = 0 if point == 0 else log_after[point - 1]
+                    epoch = update // per_epoch
+                    batch = update - epoch * per_epoch
+                    replaying = True
+
+
+@njit_cached(nogil=True)
+def _loss(theta, problem):
+    """loss_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
+    gram, cross = problem.gram, problem.cross
+    q = theta.shape[0]
+    # rows[a] = sum over b of gram[a, b] * theta[b], each summed in the order b = 0, 1, ...;
+    # gram is symmetric, so reading gram[b, a] instead lets the loop over a vectorize
+    # without changing any rounding.
+    rows = np.zeros(q)
+    for b in range(q):
+        tb = np.float64(theta[b])
+        for a in range(q):
+            rows[a] += gram[b, a] * tb
+    total = problem.yy
+    for a in range(q):
+        total += np.float64(theta[a]) * (rows[a] - 2.0 * cross[a])
+    loss = problem.loss_scale * total / problem.features.shape[0]
+    if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
+        loss = 0.0
+    return loss
+
+
+@njit_cached(nogil=True)
+def _sound(theta, loss, limit):
+    """The divergence rule (engines/problem.py): finite parameters, a finite loss <= limit."""
+    for a in range(theta.shape[0]):
+        if not np.isfinite(theta[a]):
+            return False
+    return np.isfinite(loss) and loss <= limit
+
+
+# --- around the kernel -------------------------------------------------------------
+@functools.cache
+def _load_kernel(dtype: np.dtype, index: np.dtype) -> None:
+    """Call the kernel on a one-row problem, so that its compilation (once per checkout) or
+    its cache load is never timed (bench/README.md has both costs)."""
+    problem = Problem(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((2, 2)),
+                      np.zeros(2), 0.0, 0.5, 1.0)
+    record = Record(np.zeros((1, 2, 2), dtype), np.zeros((1, 2)), np.zeros(1, np.int64))
+    _runs(problem, Walk(1, 1, 1, np.ones(1, np.int64), 2.0), np.zeros((1, 2), dtype),
+          np.zeros((1, 1, 1), index), np.zeros((1, 2), dtype), record)
+
+
+def _check_fit(features, targets, thetas, plan, schedule) -> None:
+    """The kernel's arguments fit together: then its indices stay in bounds (make_schedule
+    draws permutations of the rows, and the logging points of the plan's updates), so the
+    kernel can skip its own checks on every element."""
+    n, p = features.shape
+    if not (features.dtype in (np.float32, np.float64) and targets.dtype == features.dtype
+            and targets.shape == (n,) and plan.n_examples == n
+            and schedule.order.dtype in (np.int64, np.int32)
+            and schedule.log_after.dtype == np.int64
+            and schedule.order.shape == (len(thetas), plan.epochs, n)
+            and thetas.shape[1:] == (p + 1,)
+            and len(schedule.batch_sizes) == total_updates(plan)):
+        raise ValueError(
+            f"the compiled kernel needs float32/float64 ({n}, {p}) features and ({n},) "
+            f"targets of one dtype, (R, {p + 1}) starts and the int schedule of this plan "
+            f"for R runs; got {features.dtype} {features.shape}, {targets.dtype} "
+            f"{targets.shape}, starts {thetas.shape}, orders {schedule.order.shape} "
+            f"{schedule.order.dtype} for {plan.epochs} epochs")
 
 
 def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale, log_after,
@@ -101,256 +318,12 @@ def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scal
         raise ValueError(f"log_after must increase strictly within [1, {total}]")
     if orders.size and (orders.min() < 0 or orders.max() >= n):
         raise ValueError(f"orders must index examples in [0, {n})")
-    return descend_valid(features, targets, thetas0, orders, m, drop_last, step_scale,
-                         log_after, blowup, loss_scale)[:3]
-
-
-class Problem(NamedTuple):
-    """The data every run of a call descends on, and what its whole-set loss needs."""
-    features: np.ndarray   # (N, p) float32 or float64, C-contiguous
-    targets: np.ndarray    # (N,) same dtype
-    gram: np.ndarray       # (p+1, p+1) float64 X1^T X1 (X1 = [X, 1])
-    cross: np.ndarray      # (p+1,) float64 X1^T y
-    yy: float              # y^T y
-    loss_scale: float      # the recorded loss: loss_scale * mean squared residual
-    cap: float             # a loss above it overflows the dtype's sum of squares (loss_cap)
-
-
-class Walk(NamedTuple):
-    """How every run walks through the data, and when it stops to log."""
-    m: int                 # batch size
-    full: int              # full batches an epoch
-    per_epoch: int         # batches an epoch (full, and a short one unless dropped)
-    log_after: np.ndarray  # (P,) int64 update counts after which each run logs
-    blowup: float          # a loss above blowup x the start's is unsound
-
-
-def descend_valid(features, targets, thetas0, orders, batch_size, drop_last, step_scale,
-                  log_after, blowup, loss_scale):
-    """`descend` without its argument checks, for arguments that are valid by construction,
-    as the engine's are (its schedules' orders are permutations of the rows, its logging
-    points increase within the run): C-contiguous arrays of the shapes and dtypes that
-    `descend` documents, int64 log_after, 1 <= batch_size <= N. The compiled code does not
-    check its indices: arguments that are not valid read out of bounds here.
-
-    Returns `descend`'s (logged, losses, diverged_at), then each run's last sound logging
-    point, last: (R,) int64 (its last non-NaN loss), and its parameters there, final:
-    (R, p+1) float64.
-    """
-    n, p = features.shape
-    runs, dtype, m = thetas0.shape[0], features.dtype, batch_size
-    full, short = epoch_batches(n, m, drop_last)
-    # The step of a full and of the short batch, each divided in float64 and rounded once
-    # to the working dtype (one scale for all runs, or one per run; a wrong count fails to
-    # broadcast).
-    scale = step_scale if isinstance(step_scale, float) else \
-        np.asarray(step_scale, dtype=np.float64).reshape(-1)
-    steps = np.empty((runs, 2), dtype)
-    steps[:, 0] = scale / m
-    steps[:, 1] = scale / (short or m)
-    gram, cross, yy = sufficient_statistics(features, targets)
-    problem = Problem(features, targets, gram, cross, float(yy), float(loss_scale),
-                      loss_cap(dtype, n, loss_scale))
-    walk = Walk(m, full, full + (short > 0), log_after, float(blowup))
-    logged = np.full((runs, log_after.size + 1, p + 1), np.nan, dtype=dtype)
-    losses = np.full((runs, log_after.size + 1), np.nan)
-    diverged_at = np.full(runs, -1, dtype=np.int64)
-    last, final = np.empty(runs, dtype=np.int64), np.empty((runs, p + 1))
-    # Each run's parameters and gradient, padded so that no two runs share a cache line.
-    stride = -(-(p + 1) // 16) * 16 + 16
-    work = np.zeros((runs, 2 * stride), dtype=dtype)
-
-    # The runs in contiguous blocks, one per usable core. The kernel releases the GIL
-    # (nogil), so the blocks run in parallel; one build serves one run and many (numba's
-    # `parallel=True` would be a second, slower compilation).
-    workers = min(runs, cores())
-    bounds = [runs * k // workers for k in range(workers + 1)]
-
-    def block(index: int) -> None:
-        part = slice(bounds[index], bounds[index + 1])
-        _runs(problem, walk, thetas0[part], orders[part], steps[part], logged[part],
-              losses[part], diverged_at[part], last[part], final[part], work[part], stride)
-
-    if workers == 1:  # the whole arrays: no views to make
-        _runs(problem, walk, thetas0, orders, steps, logged, losses, diverged_at, last, final,
-              work, stride)
-    else:
-        in_parallel(block, workers)
-    return logged, losses, diverged_at, last, final
-
-
-@njit_cached(nogil=True)
-def _runs(problem, walk, thetas0, orders, steps, logged, losses, diverged_at, last, final,
-          work, stride):
-    """Each run of a block in turn: its rows of logged and losses (NaN after its last sound
-    point), diverged_at, and its last sound point and the parameters there."""
-    q = thetas0.shape[1]
-    for run in range(thetas0.shape[0]):
-        diverged_at[run] = _run(problem, walk, thetas0[run], orders[run], steps[run],
-                                logged[run], losses[run], work[run, :q],
-                                work[run, stride:stride + q])
-        point = losses.shape[1] - 1  # the last sound point: the losses after it are NaN
-        while point > 0 and np.isnan(losses[run, point]):
-            point -= 1
-        last[run] = point
-        for c in range(q):
-            final[run, c] = logged[run, point, c]
-
-
-@njit_cached(nogil=True)
-def _run(problem, walk, theta0, order, steps, logged, losses, theta, grad):
-    """One run from theta0: the updates up to each logging point, its state and loss there;
-    returns the first unsound update (0: the start; -1: none)."""
-    q = theta.shape[0]
-    for c in range(q):
-        theta[c] = theta0[c]
-        logged[0, c] = theta[c]
-    loss = _loss(theta, problem)
-    losses[0] = loss
-    if not _sound(theta, loss, np.inf):
-        return 0
-    limit = min(walk.blowup * max(loss, 2.2250738585072014e-308), problem.cap)
-    done = np.int64(0)  # updates behind the last sound state (int64: one build of _advance)
-    for point in range(walk.log_after.shape[0]):
-        target = walk.log_after[point]
-        _advance(problem, walk, order, steps, theta, grad, done, target)
-        loss = _loss(theta, problem)
-        if _sound(theta, loss, limit):
-            for c in range(q):
-                logged[point + 1, c] = theta[c]
-            losses[point + 1] = loss
-            done = target
-            continue
-        # Replay this interval from the last sound state, checking every update; the same
-        # code on the same bits gives the same updates.
-        for c in range(q):
-            theta[c] = logged[point, c]
-        for update in range(done, target):
-            _advance(problem, walk, order, steps, theta, grad, update, update + 1)
-            if not _sound(theta, _loss(theta, problem), limit):
-                return update + 1
-        return target  # unreachable unless the replay differs from the first pass
-    return -1
-
-
-@njit_cached(nogil=True)
-def _advance(problem, walk, order, steps, theta, grad, first, last):
-    """The update rule: updates first..last-1 (0-based) in place on theta, in the dtype of
-    the features: r = X_B w + b - y_B; w -= step * X_B^T r; b -= step * sum(r)."""
-    features, targets = problem.features, problem.targets
-    n, p = features.shape
-    m, full, per_epoch = walk.m, walk.full, walk.per_epoch
-    epoch = first // per_epoch
-    batch = first - epoch * per_epoch
-    for _ in range(first, last):
-        start = batch * m
-        if batch < full:
-            stop, step = start + m, steps[0]
-        else:
-            stop, step = n, steps[1]
-        if stop - start == 1:  # one example: no gradient to accumulate (same roundings:
-            k = order[epoch, start]  # grad would hold exactly r * x, as 0 + r * x is exact)
-            dot = features[k, 0] * theta[0]
-            for c in range(1, p):
-                dot += features[k, c] * theta[c]
-            r = dot + theta[p] - targets[k]
-            for c in range(p):
-                theta[c] -= step * (r * features[k, c])
-            theta[p] -= step * r
-        else:
-            for c in range(p + 1):
-                grad[c] = 0
-            for i in range(start, stop):
-                k = order[epoch, i]
-                dot = features[k, 0] * theta[0]
-                for c in range(1, p):
-                    dot += features[k, c] * theta[c]
-                r = dot + theta[p] - targets[k]
-                for c in range(p):
-                    grad[c] += r * features[k, c]
-                grad[p] += r
-            for c in range(p + 1):
-                theta[c] -= step * grad[c]
-        batch += 1
-        if batch == per_epoch:
-            batch = 0
-            epoch += 1
-
-
-@njit_cached(nogil=True)
-def _loss(theta, problem):
-    """loss_scale * mean squared residual from the float64 sufficient statistics, >= 0."""
-    gram, cross = problem.gram, problem.cross
-    q = theta.shape[0]
-    # rows[a] = sum over b of gram[a, b] * theta[b], each summed in the order b = 0, 1, ...;
-    # gram is symmetric, so reading gram[b, a] instead lets the loop over a vectorize
-    # without changing any rounding.
-    rows = np.zeros(q)
-    for b in range(q):
-        tb = np.float64(theta[b])
-        for a in range(q):
-            rows[a] += gram[b, a] * tb
-    total = problem.yy
-    for a in range(q):
-        total += np.float64(theta[a]) * (rows[a] - 2.0 * cross[a])
-    loss = problem.loss_scale * total / problem.features.shape[0]
-    if loss < 0.0:  # cancellation near the optimum; NaN stays NaN
-        loss = 0.0
-    return loss
-
-
-@njit_cached(nogil=True)
-def _sound(theta, loss, limit):
-    """The divergence rule (engines/problem.py): finite parameters, a finite loss <= limit."""
-    for a in range(theta.shape[0]):
-        if not np.isfinite(theta[a]):
-            return False
-    return np.isfinite(loss) and loss <= limit
-
-
-# --- the engine's entry to the kernel -------------------------------------------------
-@functools.cache
-def _load_kernel(dtype: np.dtype) -> None:
-    """Call the kernel on a one-row problem, so that its compilation (once per checkout) or
-    its cache load is never timed (bench/README.md has both costs)."""
-    descend(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 2), dtype),
-            np.zeros((1, 1, 1), np.int64), 1, False, 0.0, np.array([1]), 2.0, 0.5)
-
-
-def _check_fit(features, targets, thetas, plan, schedule) -> None:
-    """The kernel's arguments fit together: then its indices stay in bounds (make_schedule
-    draws permutations of the rows, and the logging points of the plan's updates), so the
-    kernel can skip its own checks on every element (descend_valid)."""
-    n, p = features.shape
-    if not (features.dtype in (np.float32, np.float64) and targets.dtype == features.dtype
-            and targets.shape == (n,) and plan.n_examples == n
-            and schedule.order.dtype == np.int64 and schedule.log_after.dtype == np.int64
-            and schedule.order.shape == (len(thetas), plan.epochs, n)
-            and thetas.shape[1:] == (p + 1,)
-            and len(schedule.batch_sizes) == total_updates(plan)):
-        raise ValueError(
-            f"the compiled kernel needs float32/float64 ({n}, {p}) features and ({n},) "
-            f"targets of one dtype, (R, {p + 1}) starts and the int64 schedule of this plan "
-            f"for R runs; got {features.dtype} {features.shape}, {targets.dtype} "
-            f"{targets.shape}, starts {thetas.shape}, orders {schedule.order.shape} "
-            f"{schedule.order.dtype} for {plan.epochs} epochs")
-
-
-def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
-    """engine `compiled`: R runs on the CPU, run r at learning rate lrs[r]; every update
-    exact and in order (the kernel), the whole-set losses from the float64 sufficient
-    statistics, a divergence located exactly by replaying its interval."""
-    x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
-    thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
-    _check_fit(x, y, thetas, plan, schedule)
-    _load_kernel(x.dtype)  # compile or load from cache, untimed
-    started = time.perf_counter()
-    _, losses, diverged_at, _, final = descend_valid(
-        x, y, thetas, schedule.order, min(plan.batch_size, plan.n_examples), plan.drop_last,
-        2 * plan.gradient_scale * lrs, schedule.log_after, plan.blowup, plan.loss_scale)
-    seconds = time.perf_counter() - started
-    if progress:
-        progress(len(schedule.batch_sizes) * len(thetas))
-    if (diverged_at == 0).any():
-        raise unsound_start()
-    return Runs(schedule.log_updates, losses, final, diverged_at, seconds)
+    # As the engine's plan and schedule: gradient_scale 1/2 makes 2 * 1/2 * lr = step_scale
+    # exactly.
+    scales = np.broadcast_to(np.asarray(step_scale, np.float64), (runs,))
+    plan = Plan(n_examples=n, batch_size=m, epochs=epochs, lr=float(scales[0]) if runs else 0.0,
+                gradient_scale=0.5, drop_last=bool(drop_last), loss_scale=float(loss_scale),
+                blowup=float(blowup))
+    result = compiled_runs(features, targets, thetas0, plan, layout(plan, orders, log_after),
+                           None, scales)
+    return result.states, result.losses, result.diverged_at

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from descent.engines.problem import Plan, Runs, Schedule, choose_engine
+from descent.engines.problem import Plan, Runs, Schedule, choose_engine, unsound_start
 from descent.io import UserError
 
 
@@ -35,10 +35,15 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     if engine == "compiled":
         from descent.engines.compiled import compiled_runs
 
-        return compiled_runs(features, targets, thetas, plan, schedule, progress, lrs)
-    from descent.engines.torch_backends import torch_runs
+        runs = compiled_runs(features, targets, thetas, plan, schedule, progress, lrs)
+    else:
+        from descent.engines.torch_backends import torch_runs
 
-    return torch_runs(features, targets, thetas, plan, schedule, engine, device, progress, lrs)
+        runs = torch_runs(features, targets, thetas, plan, schedule, engine, device, progress,
+                          lrs)
+    if (runs.diverged_at == 0).any():
+        raise unsound_start()
+    return runs
 
 
 def resolve_device(name: str) -> str:

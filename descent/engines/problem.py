@@ -92,7 +92,7 @@ def make_schedule(plan: Plan, generators) -> Schedule:
     """The schedule of one run (a Generator: order (epochs, N)) or of R runs (a list of R
     Generators: order (R, epochs, N)); only the example orders differ between runs."""
     if isinstance(generators, np.random.Generator):
-        return _layout(plan, shuffled_order(plan, generators))
+        return layout(plan, shuffled_order(plan, generators))
     orders = np.empty((len(generators), plan.epochs, plan.n_examples), np.int64)
 
     def fill(run: int) -> None:
@@ -101,7 +101,7 @@ def make_schedule(plan: Plan, generators) -> Schedule:
     # numpy's shuffles release the GIL: the runs' orders are drawn in parallel, in place
     # (no per-run copies to stack), each from its own generator, so with the same bits.
     in_parallel(fill, len(generators))
-    return _layout(plan, orders)
+    return layout(plan, orders)
 
 
 def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.ndarray:
@@ -115,13 +115,17 @@ def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.n
     return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
 
 
-def _layout(plan: Plan, order: np.ndarray) -> Schedule:
+def layout(plan: Plan, order: np.ndarray, log_after=None) -> Schedule:
+    """The schedule of these orders: logging after every log_every examples and at each
+    epoch's end, or after the updates log_after names."""
     n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
     full, short = epoch_batches(n, size, plan.drop_last)
     per_epoch = [size] * full + ([short] if short else [])
     batch_sizes = np.tile(per_epoch, plan.epochs)
     starts = np.tile(np.concatenate([[0], np.cumsum(per_epoch)[:-1]]), plan.epochs)
     epochs_of = np.repeat(np.arange(plan.epochs), len(per_epoch))
+    if log_after is not None:
+        return Schedule(order, batch_sizes, starts, epochs_of, log_after)
     seen = np.cumsum(batch_sizes)
     crossed = seen // plan.log_every > (seen - batch_sizes) // plan.log_every
     epoch_end = np.r_[epochs_of[1:] != epochs_of[:-1], True]
@@ -157,11 +161,17 @@ def choose_engine(engine: str, device: str) -> str:
 class Runs:
     """R runs of one plan from R starts, logged at the same points.
 
-    A diverged run stops at its last sound logging point: its later losses are NaN (they
-    never reach a metrics file) and `final` holds its parameters at that point.
+    A diverged run stops at its last sound logging point: its later losses and states are
+    NaN (they never reach a metrics file), and `final` is its state at that point.
     """
     log_updates: np.ndarray   # (P,) update counts at the logging points, 0 first
     losses: np.ndarray        # (R, P) float64 whole-set loss in the recorded convention
-    final: np.ndarray         # (R, p+1) float64 weights then bias at the last sound point
+    states: np.ndarray        # (R, P, p+1) weights then bias at each point, the run's dtype
     diverged_at: np.ndarray   # (R,) int64 first unsound update, -1 for a run that never was
     seconds: float            # wall-clock time training all R runs (loss evaluation aside)
+
+    @functools.cached_property
+    def final(self) -> np.ndarray:
+        """(R, p+1) float64 weights then bias at each run's last sound point."""
+        last = (~np.isnan(self.losses)).cumsum(axis=1).argmax(axis=1)
+        return self.states[np.arange(len(last)), last].astype(np.float64)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,21 +28,6 @@ from descent.io import UserError
 from descent.statistics import sufficient_statistics
 
 
-@dataclass
-class Trajectory:
-    """The run at its logging points: row 0 is the start, row j follows update log_updates[j].
-
-    A diverged run stops at its last sound logging point; diverged_at_update is the first
-    update whose parameters are non-finite or whose whole-set loss passes the blow-up limit.
-    """
-    log_updates: np.ndarray   # (points,) 0 first
-    weights: torch.Tensor     # (points, d)
-    biases: torch.Tensor      # (points,)
-    losses: np.ndarray        # (points,) float64, whole-set loss in the recorded convention
-    seconds: np.ndarray       # (points,) training wall-clock time, loss evaluation excluded
-    diverged_at_update: int | None = None
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -51,53 +35,33 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def train(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-          bias: torch.Tensor, plan: Plan, schedule: Schedule, engine: str = "affine",
-          progress=None) -> Trajectory:
-    """Run one descent from (weights, bias) with engine `loop` or `affine`; features, targets
-    and parameters share a device."""
-    theta = torch.cat([weights, bias.reshape(1)])
-    if engine == "affine":
-        one = dataclasses.replace(schedule, order=schedule.order[None])
-        runs, logged, seconds = _affine_runs(features, targets, theta[None], plan, one,
-                                             progress, keep=True)
-        points = int((~np.isnan(runs.losses[0])).sum())
-        at = int(runs.diverged_at[0])
-        return Trajectory(runs.log_updates[:points], logged[0, :points, :-1],
-                          logged[0, :points, -1], runs.losses[0, :points], seconds[:points],
-                          at if at >= 0 else None)
-    watch = _Watch(features, targets, plan, schedule)
-    logged, seconds, diverged_at = _train_loop(features, targets, theta, plan, schedule, watch,
-                                               progress or (lambda n: None))
-    losses = np.concatenate(watch.losses)
-    points = len(losses)
-    return Trajectory(schedule.log_updates[:points], logged[:points, :-1],
-                      logged[:points, -1], losses, seconds[:points], diverged_at)
-
-
 def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
-               schedule: Schedule, engine: str, device: str, progress=None, lrs=None) -> Runs:
+               schedule: Schedule, engine: str, device: str, progress, lrs) -> Runs:
     """engine.train_runs for the torch engines on `device`: the affine scan takes all runs
-    at once, the literal loop one after another."""
+    at once, the literal loop one after another (run r at learning rate lrs[r])."""
     device = torch.device(device)
     x = torch.as_tensor(features, device=device)
     y = torch.as_tensor(targets, device=device)
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
     if engine == "affine":
-        return _affine_runs(x, y, starts, plan, schedule, progress, lrs=lrs)[0]
+        return _affine_runs(x, y, starts, plan, schedule, progress, lrs)
     log_updates = schedule.log_updates
     runs, p1 = len(thetas), thetas.shape[1]
     losses = np.full((runs, len(log_updates)), np.nan)
-    final, diverged_at, seconds = np.empty((runs, p1)), np.full(runs, -1), 0.0
+    states = np.full((runs, len(log_updates), p1), np.nan, features.dtype)
+    diverged_at, seconds = np.full(runs, -1), 0.0
     for r in range(runs):
-        own = plan if lrs is None else dataclasses.replace(plan, lr=float(lrs[r]))
-        one = train(x, y, starts[r, :-1], starts[r, -1], own,
-                    dataclasses.replace(schedule, order=schedule.order[r]), engine, progress)
-        losses[r, :len(one.losses)] = one.losses
-        final[r] = np.r_[one.weights[-1].cpu().double().numpy(), float(one.biases[-1])]
-        diverged_at[r] = -1 if one.diverged_at_update is None else one.diverged_at_update
-        seconds += float(one.seconds[-1])
-    return Runs(log_updates, losses, final, diverged_at, seconds)
+        own = dataclasses.replace(plan, lr=float(lrs[r]))
+        one = dataclasses.replace(schedule, order=schedule.order[r])
+        watch = _Watch(x, y, own, one)
+        logged, elapsed, at = _train_loop(x, y, starts[r], own, one, watch,
+                                          progress or (lambda n: None))
+        points = sum(len(part) for part in watch.losses)
+        losses[r, :points] = np.concatenate(watch.losses)
+        states[r, :points] = logged[:points].cpu().numpy()
+        diverged_at[r] = -1 if at is None else at
+        seconds += elapsed
+    return Runs(log_updates, losses, states, diverged_at, seconds)
 
 
 class _Losses:
@@ -204,7 +168,6 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
     log_updates = schedule.log_updates
     logged = torch.empty(len(log_updates), len(theta), device=device, dtype=dtype)
     logged[0] = theta
-    seconds = np.zeros(len(log_updates))
     watch.record(logged[:1])
     point, paused = 1, 0.0
     synchronize(device)
@@ -220,18 +183,18 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         if update == log_updates[point]:
             synchronize(device)
             pause = time.perf_counter()
-            seconds[point] = pause - started - paused
             with torch.no_grad():  # the loss evaluation is not timed, as in d2l
                 logged[point] = torch.cat([model.weight[0], model.bias])
                 n_sound = watch.record(logged[point:point + 1])
             progress(update - log_updates[point - 1])
             if not n_sound:
                 first = int(log_updates[point - 1])
-                return logged, seconds, watch.first_unsound_update(logged[point - 1], first,
-                                                                   update)
+                return logged, pause - started - paused, watch.first_unsound_update(
+                    logged[point - 1], first, update)
             point += 1
             paused += time.perf_counter() - pause
-    return logged, seconds, None
+    synchronize(device)
+    return logged, time.perf_counter() - started - paused, None
 
 
 # --- the affine-map engine -------------------------------------------------------------
@@ -342,19 +305,14 @@ def chunk_updates(n_features: int, itemsize: int, width: int, runs: int,
     return budget // one
 
 
-def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool = False,
-                 lrs=None):
+def _affine_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
     """R runs of the affine scan at once, from thetas (R, p+1); schedule.order (R, epochs, N);
-    lrs (R,) their learning rates (default: plan.lr).
-
-    Returns (Runs, the parameters at every logging point (R, points, p+1) if keep, else
-    None, the seconds at each logging point). A diverged run is found exactly (its last
-    interval replayed), stops, and leaves the batch; the others go on.
+    lrs (R,) their learning rates. A diverged run is found exactly (its last interval
+    replayed), stops, and leaves the batch; the others go on.
     """
     device, dtype = features.device, features.dtype
     n, p = features.shape
     runs = thetas.shape[0]
-    lrs = np.full(runs, plan.lr) if lrs is None else lrs
     ones = torch.ones(n, 1, device=device, dtype=dtype)
     padding = torch.zeros(1, p + 1, device=device, dtype=dtype)
     features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
@@ -363,16 +321,13 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
     log_updates = schedule.log_updates
     losses = np.full((runs, len(log_updates)), np.nan)
     logged = torch.full((runs, len(log_updates), p + 1), math.nan, device=device,
-                        dtype=dtype) if keep else None
-    seconds = np.zeros(len(log_updates))
+                        dtype=dtype)
     start = statistics.loss(thetas)
     if not statistics.sound(thetas, start, math.inf).all():
         raise unsound_start()
     limits = statistics.limits(start, plan.blowup)
     losses[:, 0] = start
-    if keep:
-        logged[:, 0] = thetas
-    final = thetas.detach().cpu().double().numpy().copy()
+    logged[:, 0] = thetas
     diverged_at = np.full(runs, -1)
     active = np.arange(runs)                       # the runs still going
     state = torch.cat([thetas, torch.ones(runs, 1, device=device, dtype=dtype)], dim=1)
@@ -406,7 +361,6 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
             progress((last - done) * len(active))
         if states is not None:
             points = np.arange(point, point + len(inside))
-            seconds[points] = elapsed + chunk_seconds * inside / (last - done)
             thetas_at = states[..., :-1]                                   # (S, R, p+1)
             at_losses = statistics.loss(thetas_at)                         # (S, R)
             sound = statistics.sound(thetas_at, at_losses, limits[active][None])
@@ -415,11 +369,9 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
             n_sound = np.where(sound.all(axis=0), len(inside), sound.argmin(axis=0))
             kept = np.arange(len(inside))[:, None] < n_sound                  # (S, R)
             losses[np.ix_(active, points)] = np.where(kept, at_losses, np.nan).T
-            final[active] = thetas_at[-1].detach().cpu().double().numpy()
             going = n_sound == len(inside)
-            if keep:  # one run (train): its parameters at every sound point
-                for j, run in enumerate(active):
-                    logged[run, points[:n_sound[j]]] = thetas_at[:n_sound[j], j]
+            for j, run in enumerate(active):  # each run's parameters at its sound points
+                logged[run, points[:n_sound[j]]] = thetas_at[:n_sound[j], j]
             for j in np.flatnonzero(~going):  # a diverged run: find its update, then stop
                 run, n = active[j], int(n_sound[j])
                 before = thetas_at[n - 1, j] if n else state[j, :-1]
@@ -427,11 +379,10 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, keep: bool
                 diverged_at[run] = _first_unsound(
                     features, targets, schedule.order[run], schedule, plan, lrs[run],
                     statistics, limits[run], before, first, done + int(inside[n]))
-                final[run] = before.detach().cpu().double().numpy()
             keep_going = torch.from_numpy(going).to(device)
             state, active = states[-1][keep_going], active[going]
             carry = carry[keep_going] if carry is not None else None
             last_logged, point = done + int(inside[-1]), point + len(inside)
         elapsed += chunk_seconds
         done = last
-    return Runs(log_updates, losses, final, diverged_at, elapsed), logged, seconds
+    return Runs(log_updates, losses, logged.cpu().numpy(), diverged_at, elapsed)
