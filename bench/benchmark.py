@@ -121,6 +121,51 @@ def airfoil(engines: list[str], device: str) -> list[dict]:
     return rows
 
 
+def sweep_grid_cost() -> list[dict]:
+    """Nanoseconds per run-update of one sweep grid call (the default 7 learning rates x 8
+    seeds, 3000 steps, in one train_runs, logging as the sweep does) against one compiled run
+    of 10^5 updates logging every 100 examples (its fixed cost per call spread thin),
+    airfoil, at batch 1, 16, 256, both on one core (how the runs spread over threads is
+    another question): interleaved, minimum of 7 rounds."""
+    from descent.parallel import cores
+
+    every = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(every)})
+    cores.cache_clear()
+    try:
+        return _sweep_grid_cost()
+    finally:
+        os.sched_setaffinity(0, every)
+        cores.cache_clear()
+
+
+def _sweep_grid_cost() -> list[dict]:
+    import pandas as pd
+
+    from descent.sweep import grid_plan
+
+    table = pd.read_csv(ROOT / "data/prepared/airfoil.csv").to_numpy()
+    x, y = table[:, :-1].astype(np.float32), table[:, -1].astype(np.float32)
+    rows, runs = [], 56
+    for batch, lr in ((1, 0.005), (16, 0.05), (256, 0.2)):
+        grid = grid_plan(len(y), batch, budget=3000, lr=lr)
+        single = Plan(n_examples=len(y), batch_size=batch, epochs=-(-10**5 * batch // len(y)),
+                      lr=lr)
+        grid_made, single_made = schedule(grid, runs), schedule(single)
+        lrs = np.full(runs, lr)
+        best = interleaved({
+            "grid": lambda: train_runs(x, y, np.zeros((runs, x.shape[1] + 1)), grid,
+                                       grid_made, lrs=lrs),
+            "single": lambda: timed_runs("compiled", x, y, single, made=single_made)}, 7)
+        updates = len(grid_made.batch_sizes)
+        row = {"batch_size": batch,
+               "single_ns_per_update": best["single"] / len(single_made.batch_sizes) * 1e9,
+               "grid_ns_per_run_update": best["grid"] / (updates * runs) * 1e9}
+        row["ratio"] = row["grid_ns_per_run_update"] / row["single_ns_per_update"]
+        rows.append(row)
+    return rows
+
+
 def features_sweep(device: str) -> list[dict]:
     """Microseconds per update of each backend as the features grow (1000 rows, batch 1,
     one epoch): the affine maps cost O(p^3) per update, the others O(p), so past some p the
@@ -275,6 +320,7 @@ def main() -> None:
     cases = [(10**4, 5, 1), (10**5, 5, 1), (10**6, 5, 1), (10**7, 5, 1), (10**4, 100, 1),
              (10**5, 100, 1), (10**6, 100, 1), (10**6, 10, 1), (10**4, 10, 16),
              (10**4, 10, 256)]
+    results["sweep_grid"] = sweep_grid_cost()
     results["features"] = features_sweep("cuda" if cuda else "cpu")
     results["large"] = [large(*case) for case in cases]
     if cuda:  # the engine issue's GPU targets: 256 seeds x 10^6 updates, 10^6 x 100 batch 1
@@ -299,6 +345,10 @@ def main() -> None:
           f"{sgd['sklearn_alone_s_per_epoch'] / sgd['compiled_alone_s_per_epoch']:.1f}x each "
           f"alone; {sgd['compiled_ns_per_update']:.1f} ns per update, "
           f"{sgd['compiled_fixed_s_per_call'] * 1e6:.0f} µs fixed per call")
+    print(f"{'sweep batch':>12s}{'single ns/upd':>15s}{'grid ns/run-upd':>17s}{'ratio':>7s}")
+    for row in results["sweep_grid"]:
+        print(f"{row['batch_size']:12d}{row['single_ns_per_update']:15.1f}"
+              f"{row['grid_ns_per_run_update']:17.1f}{row['ratio']:7.2f}")
     keys = [k for k in results["features"][0] if k != "features"]
     print(f"{'features':>9s}" + "".join(f"{k.replace('_us_per_update', ' µs/upd'):>22s}"
                                         for k in keys))

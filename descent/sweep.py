@@ -48,6 +48,16 @@ class Grid:
         return (best, float(means[best])) if np.isfinite(means[best]) else (-1, math.inf)
 
 
+def grid_plan(n: int, batch: int, budget: int, lr: float, gradient_scale: float = 0.5,
+              loss_scale: float = 0.5) -> Plan:
+    """The plan of a grid's runs: enough epochs for the step budget, the loss logged after
+    every update (the steps to target counted exactly: at batch 1 the whole-set loss costs
+    three updates, bench/README.md)."""
+    return Plan(n_examples=n, batch_size=batch, epochs=-(-budget * batch // n), lr=lr,
+                gradient_scale=gradient_scale, log_every=batch,
+                loss_scale=loss_scale, blowup=1e6)
+
+
 def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
                 target: float, gradient_scale: float, loss_scale: float, start,
                 problem: theory.Quadratic) -> Grid:
@@ -59,10 +69,7 @@ def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
                                                               replacement=False),
                                         gradient_scale), 8)
     lrs = np.array([factor * critical for factor in factors])
-    epochs = -(-budget * batch // n)  # enough epochs for the step budget
-    plan = Plan(n_examples=n, batch_size=batch, epochs=epochs, lr=float(lrs[0]),
-                gradient_scale=gradient_scale, log_every=batch, loss_scale=loss_scale,
-                blowup=1e6)
+    plan = grid_plan(n, batch, budget, float(lrs[0]), gradient_scale, loss_scale)
     generators = [np.random.default_rng([seed, batch]) for _ in lrs for seed in range(seeds)]
     schedule = make_schedule(plan, generators)
     runs = train_runs(features, targets, np.tile(start, (len(generators), 1)), plan, schedule,
