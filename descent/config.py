@@ -144,6 +144,7 @@ class Recipe:
     init: Init
     shuffle: bool
     drop_last: bool
+    with_replacement: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,8 @@ class Config:
                    "init": {"weights": r.init.weights.as_param(),
                             "bias": r.init.bias.as_param()},
                    "shuffle": r.shuffle, "drop_last": r.drop_last}
+        if r.with_replacement:  # (only then: the digests from before this key stay valid)
+            written["with_replacement"] = True
         shaping = {"seed": self.seed, "seeds": self.seeds, "dtype": self.dtype,
                    "train": asdict(self.train), "recipe": written,
                    "steps": asdict(self.steps(variant, recipe)),
@@ -491,7 +494,10 @@ RECIPE = (
         None),
     Key("init", section(INIT), "how the model starts", {}),
     Key("shuffle", flag, "reshuffle every epoch", True),
-    Key("drop_last", flag, "drop a short last batch", False))
+    Key("drop_last", flag, "drop a short last batch", False),
+    Key("with_replacement", flag, "draw each batch's examples independently (shuffle then "
+                                  "does not apply): descent/theory.py's expected loss curve "
+                                  "is exact, and the loss plots draw it", False))
 STEPS = (Key("lr", positive, "learning rate"), Key("epochs", integer(1), "passes over the data"))
 def names(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -600,7 +606,7 @@ def _recipe(item: str, values: dict[str, Any]) -> Recipe:
     return Recipe(name=item, data=values["data"], loss=values["loss"],
                   gradient_loss=values["loss"] if gradient is None else loss(gradient, key),
                   init=Init(**values["init"]), shuffle=values["shuffle"],
-                  drop_last=values["drop_last"])
+                  drop_last=values["drop_last"], with_replacement=values["with_replacement"])
 
 
 def _across(config: Config) -> None:

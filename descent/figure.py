@@ -135,7 +135,7 @@ def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
                                bottom=bottom / height,
                                top=1 - (heading + titles + legend) / height,
                                hspace=(below + gap) / panel, wspace=0.5)
-        crosses = False
+        crosses = predicted = False
         for column, name in enumerate(recipes):
             frame, timed = frames[name]
             optimum = float(frame["closed_form"].iloc[0])
@@ -154,6 +154,10 @@ def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
                                       color=COLOURS.get(variant), alpha=0.18, linewidth=0)
                     axis.plot(x_values, excess, color=COLOURS.get(variant), linewidth=1.6,
                               label=label)
+                    if "predicted" in curve and curve["predicted"].notna().any():
+                        predicted = True  # batches drawn with replacement: exact theory
+                        axis.plot(x_values, (curve["predicted"] - optimum).clip(lower=floor),
+                                  ":", color=COLOURS.get(variant), linewidth=1.4)
                     if judged_variant["diverged_fraction"] > 0:  # where runs start to stop
                         first = curve[curve["diverged"] > 0].head(1)
                         if not first.empty:
@@ -181,7 +185,8 @@ def build(recipes: list[str], judged: dict, seeds: int, root: Path = ROOT):
             axes[row][0].set_ylabel("loss − closed-form loss")
         figure.text(0.5, 1 - 0.1 / height, f"(n): batch size; line: mean over {seeds} "
                     "seeds, band: 10th–90th percentile of the runs"
-                    + ("; ×: runs start to diverge" if crosses else ""),
+                    + ("; ×: runs start to diverge" if crosses else "")
+                    + ("; dotted: expected loss (theory)" if predicted else ""),
                     ha="center", va="top")
         # Notes last: where they may go depends on the final axes and limits.
         renderer = figure.canvas.get_renderer()

@@ -328,7 +328,9 @@ def judge_all(config, optima: dict[str, dict], problems: dict) -> Judgement:
             out.speeds[name][variant] = timing = timings[name]
             per_update = timing["seconds"] / timing["runs"] / max(1, result.updates)
             diverged_at = [run.diverged_at_update for run in result.runs]
-            frames.append(band(curve, result.examples, per_update, diverged_at)
+            predicted = expected_curve(config, recipe, variant, problems[name], curve) \
+                if recipe.with_replacement else None
+            frames.append(band(curve, result.examples, per_update, diverged_at, predicted)
                           .assign(variant=variant))
         metrics["comparisons"] = {f"{a}_vs_{b}": compare_pair(a, b, seeds, digits)
                                   for a, b in PAIRS}
@@ -336,11 +338,25 @@ def judge_all(config, optima: dict[str, dict], problems: dict) -> Judgement:
     return out
 
 
+def expected_curve(config, recipe, variant: str, problem, curve: dict) -> np.ndarray:
+    """The exact expected loss at each logging point of a variant whose batches are drawn
+    with replacement, over its seeds' starts (descent.theory.expected_losses)."""
+    from descent import theory
+    from descent.engines.problem import epoch_sizes
+    from descent.plans import plan_of, starts
+
+    plan = plan_of(config, recipe, variant, problem.n)
+    sizes = np.tile(epoch_sizes(plan), plan.epochs)
+    return theory.expected_losses(
+        problem, starts(recipe, problem.design.shape[1] - 1, config.seed_list),
+        2 * plan.gradient_scale * plan.lr, sizes, curve["updates"][1:], plan.loss_scale)
+
+
 MAX_PLOT_POINTS = 200  # per curve: enough for a smooth line, small HTML (`dvc plots diff`)
 
 
 def band(curves: dict, n_examples: int, seconds_per_update: float,
-         diverged_at: list[int | None]):
+         diverged_at: list[int | None], predicted: np.ndarray | None = None):
     """The mean loss over runs at each logging point, with the 10th-90th percentile band and
     the number of runs diverged by then, thinned to at most MAX_PLOT_POINTS evenly spread
     points (first and last kept). `diverged_at` is each run's divergence update (None: it
@@ -371,7 +387,14 @@ def band(curves: dict, n_examples: int, seconds_per_update: float,
         updates, examples = np.r_[updates, last], np.r_[examples, seen]
         mean, low, high = (np.r_[column, column[-1]] for column in (mean, low, high))
         diverged = np.r_[diverged, len(losses)]
-    return pd.DataFrame({
+        if predicted is not None:
+            predicted = np.r_[predicted[keep], np.nan]
+    elif predicted is not None:
+        predicted = predicted[keep]
+    frame = pd.DataFrame({
         "epoch": examples / n_examples, "examples": examples, "updates": updates,
         "seconds": updates * seconds_per_update,
         "loss": mean, "low": low, "high": high, "diverged": diverged})
+    if predicted is not None:
+        frame["predicted"] = np.where(np.isfinite(predicted), predicted, np.nan)
+    return frame

@@ -201,22 +201,28 @@ def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
         K = (1/N) sum_i rho_i x~_i x~_i^T E[e] x~_i^T,  Sigma_rho = (1/N) sum_i rho_i^2 x~_i x~_i^T,
 
     (the batch's Hessian and its noise come from the same examples: K is their cross term),
-    and E[L] = L* + s tr(H E[e e^T])."""
+    and E[L] = L* + s tr(H E[e e^T]). theta0 is one start (q,) or R starts (R, q): then the
+    expectation is over the runs from those starts too (the recursion is linear in the
+    moments, so their mean over the starts is where it begins).
+
+    The maps are built once: S (`fourth`) on vec(E[e e^T]) and C on E[e], vec K = C E[e],
+    so an update costs O(q^4), whatever N."""
     x, rho, hessian = problem.design, problem.residuals, problem.hessian
     q = hessian.shape[0]
     step = np.eye(q) - alpha * hessian
     sigma_rho = (x * rho[:, None] ** 2).T @ x / problem.n
+    outer_rows = np.einsum("ij,ik->ijk", x, x).reshape(problem.n, -1)       # vec(x~ x~^T)
+    cross_map = outer_rows.T @ (x * rho[:, None]) / problem.n             # (q^2, q)
     best = problem.best_loss(loss_scale)
-    mean = np.asarray(theta0, np.float64) - problem.optimum
-    second = np.outer(mean, mean)
+    errors = np.atleast_2d(np.asarray(theta0, np.float64)) - problem.optimum
+    mean, second = errors.mean(axis=0), errors.T @ errors / len(errors)
     losses = [best + loss_scale * float(np.sum(hessian * second))]
     done = 0
     for target in log_after:
         for m in batch_sizes[done:target]:
             factor = alpha ** 2 / m
-            weights = rho * (x @ mean)                           # rho_i x~_i^T E[e]
-            cross = (x * weights[:, None]).T @ x / problem.n     # K
-            quartic = (x * np.einsum("ij,jk,ik->i", x, second, x)[:, None]).T @ x / problem.n
+            cross = (cross_map @ mean).reshape(q, q)                        # K
+            quartic = (problem.fourth @ second.reshape(-1)).reshape(q, q)
             second = step @ second @ step + factor * (quartic - hessian @ second @ hessian) \
                 - factor * (cross + cross.T) + factor * sigma_rho
             mean = step @ mean

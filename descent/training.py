@@ -1,12 +1,11 @@
 """The runs of one (recipe, variant), one per seed: plan, seeded starts, descent, records."""
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from descent.config import Config, Init, Recipe, batch_size
+from descent.config import Config, Recipe
 from descent.engines.dispatch import train_runs
 from descent.engines.problem import (Plan, Runs, Schedule, make_schedule, memory_needed,
                                      total_updates)
@@ -14,28 +13,8 @@ from descent.io import UserError
 from descent.limits import (ANNOUNCE_SECONDS, LOOP_SECONDS_PER_UPDATE, check_memory,
                             check_work)
 from descent.numbers import significant
+from descent.plans import generator, plan_of, starts
 from descent.records import SeedRun, VariantRuns
-
-
-def run_seed(seed: int, recipe: str, variant: str) -> int:
-    """A stable per-run seed, so each (recipe, variant) has its own random stream."""
-    return zlib.crc32(f"{seed}/{recipe}/{variant}".encode())
-
-
-def initial_parameters(init: Init, n_features: int, generator: np.random.Generator
-                       ) -> np.ndarray:
-    """(p+1,) float64 weights then bias, drawn from the run's generator in that order."""
-    weights = init.weights.draw(n_features, n_features, generator)
-    return np.r_[weights, init.bias.draw(None, n_features, generator)].astype(np.float64)
-
-
-def plan_of(config: Config, recipe: Recipe, variant: str, n_examples: int) -> Plan:
-    steps = config.steps(variant, recipe.name)
-    return Plan(n_examples=n_examples, batch_size=batch_size(config, variant, n_examples),
-                epochs=steps.epochs, lr=steps.lr, gradient_scale=recipe.gradient_loss.scale,
-                shuffle=recipe.shuffle, drop_last=recipe.drop_last,
-                log_every=config.train.log_every, loss_scale=recipe.loss.scale,
-                blowup=config.train.blowup)
 
 
 def check_fits(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
@@ -82,21 +61,6 @@ class SeededRuns:
     seeds: list[int]
     runs: Runs
     examples: np.ndarray     # (points,) examples seen at each logging point
-
-
-def generator(seed: int, recipe: str, stream: str) -> np.random.Generator:
-    return np.random.default_rng(run_seed(seed, recipe, stream))
-
-
-def starts(recipe: Recipe, n_features: int, seeds: list[int]) -> np.ndarray:
-    """(R, p+1) float64 starting weights and bias, one row per seed.
-
-    A seed's start depends on the recipe only, not on the variant, so the variants' runs
-    with one seed begin at the same point and can be compared pair by pair.
-    """
-    return np.stack([initial_parameters(recipe.init, n_features,
-                                        generator(seed, recipe.name, "init"))
-                     for seed in seeds])
 
 
 def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> Schedule:

@@ -8,7 +8,8 @@ the same seeds. Writes:
 - metrics/evaluate.json    every figure's spread, the closed form, the paired comparisons
 - metrics/seeds.json       each seed's final loss, excess loss and examples to target
 - metrics/speed.json       wall-clock seconds (vary from run to run)
-- plots/loss/<recipe>.csv, plots/seconds/<recipe>.csv  mean curves with their bands
+- plots/loss/<recipe>.csv, plots/seconds/<recipe>.csv  mean curves with their bands (and
+                           the predicted mean, for batches drawn with replacement)
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def main() -> None:
 
     problems = {name: quadratic(*data) for name, data in check_datasets(config).items()}
     judged = judge_all(config, load_closed_form(config.recipes), problems)
-    columns = ["variant", "loss", "low", "high", "diverged", "closed_form"]
     for name, frame in judged.bands.items():
+        # the exact expected loss, where a recipe's batches are drawn with replacement
+        columns = ["variant", "loss", "low", "high", "diverged", "closed_form",
+                   *(["predicted"] if "predicted" in frame else [])]
         write_csv(ROOT / paths.loss_plot(name),
                   frame[["epoch", "examples", "updates", *columns]], float_format="%.7g")
         write_csv(ROOT / paths.seconds_plot(name), frame[["seconds", *columns]],

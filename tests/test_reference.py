@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from descent import training
+from descent import plans, training
 from descent.data import load_dataset
 from descent.io import read_json
 from tests.factory import config
@@ -153,7 +153,7 @@ def test_line_3x_plus_2_gd_reaches_what_1000_full_batch_steps_can(built):
     design, y = np.c_[table[:, :-1], np.ones(len(table))], table[:, -1]
     optimum = np.linalg.lstsq(design, y, rcond=None)[0]
     runs = trained(built, "gd")["line_3x_plus_2"]["runs"]
-    starts = training.starts(REFERENCE.recipes["line_3x_plus_2"], 1,
+    starts = plans.starts(REFERENCE.recipes["line_3x_plus_2"], 1,
                              [r["seed"] for r in runs])
     contraction = np.linalg.matrix_power(np.eye(2) - 2 * 0.01 * design.T @ design / len(y),
                                          1000)

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from descent import training
+from descent import plans, training
 from descent.engines.dispatch import train_runs
 from descent.engines.problem import Plan, make_schedule
 from tests.factory import config
@@ -54,8 +54,8 @@ def test_the_engines_agree_on_every_seed():
 
 def test_a_seed_starts_every_variant_from_the_same_point():
     recipe = config().recipes["line_3x_plus_2"]
-    starts = training.starts(recipe, 1, [0, 1, 2])
-    assert np.array_equal(starts, training.starts(recipe, 1, [0, 1, 2]))
+    starts = plans.starts(recipe, 1, [0, 1, 2])
+    assert np.array_equal(starts, plans.starts(recipe, 1, [0, 1, 2]))
     assert len({tuple(row.tolist()) for row in starts}) == 3  # seeds differ
     settings = config()
     features, targets = plane()

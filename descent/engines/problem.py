@@ -115,12 +115,17 @@ def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.n
     return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
 
 
+def epoch_sizes(plan: Plan) -> list[int]:
+    """The examples of each update of an epoch (its full batches, then the short one)."""
+    size = min(plan.batch_size, plan.n_examples)
+    full, short = epoch_batches(plan.n_examples, size, plan.drop_last)
+    return [size] * full + ([short] if short else [])
+
+
 def layout(plan: Plan, order: np.ndarray, log_after=None) -> Schedule:
     """The schedule of these orders: logging after every log_every examples and at each
     epoch's end, or after the updates log_after names."""
-    n, size = plan.n_examples, min(plan.batch_size, plan.n_examples)
-    full, short = epoch_batches(n, size, plan.drop_last)
-    per_epoch = [size] * full + ([short] if short else [])
+    per_epoch = epoch_sizes(plan)
     batch_sizes = np.tile(per_epoch, plan.epochs)
     starts = np.tile(np.concatenate([[0], np.cumsum(per_epoch)[:-1]]), plan.epochs)
     epochs_of = np.repeat(np.arange(plan.epochs), len(per_epoch))
