@@ -25,6 +25,11 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(BROWSER is None, reason="needs Chromium to render the "
                                  "plots page (apt-get install -y chromium)")]
 BATCH_SIZES = (20, 100)  # one experiment each: with HEAD, three revisions on the page
+# The second experiment also draws the plane's batches with replacement: its loss charts
+# then carry the predicted mean curves (dotted, .dvc/plots/variants.json). A curve without
+# a prediction gets an invisible dotted copy of itself: an empty layer would make Vega warn.
+REPLACED = "plane_2x1_minus3p4x2"
+PREDICTED_DASH = "2,2"
 
 # Runs in the page after every chart: per chart, per panel (a facet cell, or the whole
 # chart), each drawn mark of the layers (role-mark groups) with its geometry and style.
@@ -96,7 +101,9 @@ def page(built, tmp_path_factory, airfoil_file) -> tuple[dict, dict]:
     env = stage_env(airfoil_file)
     revisions = ["HEAD"]
     for size in BATCH_SIZES:
-        dvc(project, env, "exp", "run", "-n", f"bs{size}", "-S", f"batch_size={size}")
+        extra = ["-S", f"+recipes.{REPLACED}.with_replacement=true"] \
+            if size == BATCH_SIZES[-1] else []
+        dvc(project, env, "exp", "run", "-n", f"bs{size}", "-S", f"batch_size={size}", *extra)
         run(["git", "checkout", "params.yaml"], project, env)  # -S leaves it modified
         revisions.append(f"bs{size}")
     dvc(project, env, "plots", "diff", *revisions, "-o", "out")
@@ -117,13 +124,20 @@ def series(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return grouped
 
 
-def check_panel(marks: list[dict], curves: dict[tuple[str, str], list[dict]]) -> None:
-    """One panel drew a band and a line per curve, a closed-form rule per revision, and a
-    cross where runs diverged."""
+def check_panel(marks: list[dict], curves: dict[tuple[str, str], list[dict]],
+                predictions: bool = True) -> None:
+    """One panel drew a band and a line per curve, a closed-form rule per revision, a
+    cross where runs diverged, and (with `predictions`: the variants template) a dotted line
+    per curve with a predicted mean."""
     of = lambda kind: [mark for mark in marks if mark["type"] == kind]  # noqa: E731
     lengths = sorted(len(rows) for rows in curves.values())
     # A line has a vertex per logged point; a band goes out along low and back along high.
-    assert sorted(mark["points"] for mark in of("line")) == lengths
+    dotted = [mark for mark in of("line") if mark["dash"] == PREDICTED_DASH]
+    predicted = [mark for mark in dotted if mark["opacity"] > 0]
+    assert sorted(mark["points"] for mark in of("line") if mark not in dotted) == lengths
+    assert sorted(mark["points"] for mark in predicted) == sorted(
+        n for n in (sum(row.get("predicted", "") != "" for row in rows)
+                    for rows in curves.values()) if n and predictions)
     assert sorted(mark["points"] for mark in of("area")) == [2 * n for n in lengths]
     assert all(mark["width"] > 0 for mark in of("area") + of("line"))
     # One closed-form rule per revision, drawn across the curves (was: none).
@@ -188,10 +202,18 @@ def test_the_page_draws_every_layer_without_warnings(page):
             assert [panel["name"] for panel in panels] == ["gd", "sgd", "minibatch"]
             for panel in panels:
                 check_panel(panel["marks"], {key: rows for key, rows in curves.items()
-                                             if key[1] == panel["name"]})
+                                             if key[1] == panel["name"]}, predictions=False)
         else:
             [panel] = panels
             check_panel(panel["marks"], curves)
+    # The predicted curves: on the plane's loss chart, one per variant of the experiment
+    # whose batches were drawn with replacement, and none elsewhere.
+    for name in data:
+        if name.startswith(("plots_loss_", "plots_seconds_")):
+            marks = drawn["charts"][name]["panels"][0]["marks"]
+            dotted = [mark for mark in marks if mark["dash"] == PREDICTED_DASH
+                      and mark["opacity"] > 0]
+            assert len(dotted) == (3 if REPLACED in name else 0), name
     # The case that drew nothing: every SGD run on line_minus5x diverges at update 8.
     sgd = series(data["plots_loss_line_minus5x_csv"])[("HEAD", "sgd")]
     assert int(sgd[-1]["diverged"]) > 0 and int(sgd[-1]["updates"]) == 8
@@ -204,7 +226,8 @@ def test_revisions_are_told_apart_by_dash_per_variant_and_by_colour_per_revision
             continue
         if not name.startswith("by_revision"):
             # The variants charts: colour = variant, and each revision its own dash.
-            lines = [mark for mark in chart["panels"][0]["marks"] if mark["type"] == "line"]
+            lines = [mark for mark in chart["panels"][0]["marks"] if mark["type"] == "line"
+                     and mark["dash"] != PREDICTED_DASH]
             for colour in {line["stroke"] for line in lines}:
                 dashes = [line["dash"] for line in lines if line["stroke"] == colour]
                 assert len(set(dashes)) == len(dashes) == 3, name
