@@ -28,6 +28,7 @@ REFERENCE_TABLE = "metrics/reference.md"
 SWEEP_HEADLINE = "metrics/sweep.json"
 SWEEP_PLOTS = "plots/sweep"                    # <recipe>.csv: every grid point
 SWEEP_BEST = "plots/sweep_best"                # <recipe>.csv: the best lr's, and the fit
+SWEEP_FIGURE = "plots/sweep.png"
 
 
 def train_results(variant: str) -> str:
@@ -66,4 +67,4 @@ def stage_outputs(variants: tuple[str, ...]) -> dict[str, list[str]]:
                for variant in variants},
             "evaluate": [HEADLINE, EVALUATION, PER_SEED, SPEED, LOSS_PLOTS, SECONDS_PLOTS],
             "report": [FIGURE, REFERENCE_JSON, REFERENCE_TABLE],
-            "sweep": [SWEEP_HEADLINE, SWEEP_PLOTS, SWEEP_BEST]}
+            "sweep": [SWEEP_HEADLINE, SWEEP_PLOTS, SWEEP_BEST, SWEEP_FIGURE]}

@@ -7,6 +7,7 @@ loss; the best learning rate per batch size; B_crit fitted, beside B_noise predi
 - plots/sweep/<recipe>.csv  every grid point: batch, lr (and over its critical lr), mean
                             steps and examples to target, reached and diverged fractions
 - plots/sweep_best/<recipe>.csv  each batch size's steps at its best lr, and the fitted curve
+- plots/sweep.png           all of it as one figure, for the README (descent/sweep_figure.py)
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def main() -> None:
 
     from descent.data import load_recipe_data
     from descent.sweep import sweep_recipe
+    from descent.sweep_figure import draw
 
-    headline = {}
+    headline, drawn = {}, {}
     for name in config.sweep.recipes:
         recipe = config.recipes[name]
         features, targets = load_recipe_data(config, recipe)
@@ -30,9 +32,11 @@ def main() -> None:
                                                   config.dtype)
         write_csv(ROOT / paths.sweep_plot(name), pd.DataFrame(rows), float_format="%.7g")
         write_csv(ROOT / paths.sweep_best(name), pd.DataFrame(best), float_format="%.7g")
+        drawn[name] = headline[name], rows, best
         print(f"swept {name}: B_crit {headline[name].get('b_crit')} (95 % "
               f"{headline[name]['b_crit_ci95_low']}-{headline[name]['b_crit_ci95_high']}), "
               f"B_noise predicted {headline[name]['b_noise_predicted']}")
+    draw(drawn, ROOT / paths.SWEEP_FIGURE)
     write_json(ROOT / paths.SWEEP_HEADLINE, headline)
 
 

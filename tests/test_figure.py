@@ -142,3 +142,41 @@ def test_no_note_or_other_text_covers_a_curve(committed):
     # line_minus5x's SGD runs all diverge: both its panels say so.
     assert judged["line_minus5x"]["sgd"]["diverged_fraction"] == 1.0
     assert [note.get_text() for note in notes] == ["SGD: 100%\ndiverged"] * 2
+
+
+def test_the_sweep_figure_shows_every_batch_size_and_reads_at_githubs_width(tmp_path):
+    """plots/sweep.png drawn again from the committed sweep outputs: a point per batch size
+    in the steps and examples panels, a red x per grid point where runs diverged, a cell
+    per grid point that every seed reached, and every text at least 10 pt at GitHub's
+    width."""
+    from PIL import Image
+
+    from descent import sweep_figure
+    from descent.config import load
+
+    config = load(ROOT / "params.yaml")
+    headlines = json.loads((ROOT / "metrics/sweep.json").read_text())
+    sweeps = {}
+    for name in config.sweep.recipes:
+        grid = pd.read_csv(ROOT / f"plots/sweep/{name}.csv").to_dict("records")
+        for point in grid:  # as the stage holds them: numbers, or "not reached"
+            if point["steps"] != sweep_figure.NOT_REACHED:
+                point["steps"] = float(point["steps"])
+        best = pd.read_csv(ROOT / f"plots/sweep_best/{name}.csv").to_dict("records")
+        sweeps[name] = headlines[name], grid, best
+    built = sweep_figure.build(sweeps)
+    png = tmp_path / "sweep.png"
+    built.savefig(png, format="png", dpi=sweep_figure.DPI)
+    with Image.open(png) as image:
+        check_font_sizes(built, image.width, image.info["dpi"][0])
+    axes = [axis for axis in built.axes if axis.get_label() != "<colorbar>"]
+    for row, (name, (_, grid, best)) in enumerate(sweeps.items()):
+        steps, examples, cells = axes[3 * row:3 * row + 3]
+        for axis in (steps, examples):
+            [points] = [line for line in axis.lines if line.get_marker() == "o"]
+            assert len(points.get_xdata()) == len(best)
+        crosses = [line for line in cells.lines if line.get_marker() == "x"]
+        assert len(crosses) == sum(point["diverged_fraction"] > 0 for point in grid) > 0
+        [image] = cells.images
+        reached = sum(point["steps"] != sweep_figure.NOT_REACHED for point in grid)
+        assert int(np.isfinite(image.get_array().filled(np.nan)).sum()) == reached
