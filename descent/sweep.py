@@ -18,8 +18,9 @@ import numpy as np
 
 from descent import theory
 from descent.engines.dispatch import train_runs
-from descent.engines.problem import Plan, make_schedule
+from descent.engines.problem import Plan, make_schedule, memory_needed, total_updates
 from descent.io import UserError
+from descent.limits import check_memory, check_work
 from descent.numbers import significant
 
 RESAMPLES = 1000
@@ -137,6 +138,14 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str
     if too_large:
         raise UserError(f"params.yaml: sweep.batch_sizes has {too_large[0]}, more than the "
                         f"{n} rows of {recipe.data}; use batch sizes up to {n}")
+    runs = len(settings.lr_factors) * settings.seeds
+    for batch in settings.batch_sizes:  # refuse a grid that cannot fit, before any work
+        plan = grid_plan(n, batch, settings.budget, 1.0)
+        where = f"the sweep of {recipe.name} at batch {batch} ({runs} runs)"
+        fix = "lower sweep.budget, sweep.seeds or the number of sweep.lr_factors"
+        check_memory(where, memory_needed(n, features.shape[1], plan,
+                                          np.dtype(dtype).itemsize, runs), fix)
+        check_work(where, total_updates(plan) * runs, fix)
     target = problem.best_loss(recipe.loss.scale) * (1 + settings.target_excess)
     start = np.zeros(features.shape[1] + 1)
     x, y = np.asarray(features, dtype), np.asarray(targets, dtype)

@@ -123,6 +123,8 @@ PARAMS_CASES = {
                                    "sweep.batch_sizes has 2000, more than the 1500 rows"),
     "sweep budget no point meets": ("sweep", "budget: 3000", "budget: 1",
                                     "raise sweep.budget or sweep.target_excess"),
+    "sweep grid beyond memory": ("sweep", "budget: 3000", "budget: 1000000000",
+                                 "the sweep of airfoil at batch 1 (56 runs) would need about"),
     "lr beyond float32": ("train", "airfoil: {lr: 1.0, epochs: 6}",
                           "airfoil: {lr: 1.0e+308, epochs: 6}", "beyond float32's range"),
 }
