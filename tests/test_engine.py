@@ -28,7 +28,7 @@ def plain_loop(features, targets, weights, bias, plan, schedule):
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
     history = [torch.cat([weights, bias.reshape(1)])]
     for epoch in range(plan.epochs):
-        order = schedule.order[epoch]
+        order = np.array(schedule.order[epoch])  # (a read-only view when in order)
         for start in range(0, plan.n_examples, plan.batch_size):
             batch = order[start:start + plan.batch_size]
             if plan.drop_last and len(batch) < plan.batch_size:

@@ -126,3 +126,30 @@ def test_a_run_is_bit_identical_alone_or_inside_a_grid_of_learning_rates(engine)
         np.testing.assert_array_equal(together.losses[r], alone.losses[0])  # NaN == NaN
         np.testing.assert_array_equal(together.final[r], alone.final[0])
         assert together.diverged_at[r] == alone.diverged_at[0]
+
+
+@pytest.mark.parametrize("sampling", ["reshuffle", "with_replacement"])
+def test_orders_are_the_int64_draws_of_each_runs_generator_in_4_bytes(sampling):
+    """int32 indices (half the memory) hold the same draws as int64 ones: the same generator
+    calls in the same sequence, epoch after epoch."""
+    plan = Plan(n_examples=1000, batch_size=10, epochs=3, lr=0.1,
+                with_replacement=sampling == "with_replacement")
+    schedule = make_schedule(plan, [np.random.default_rng(seed) for seed in (5, 6)])
+    assert schedule.order.dtype == np.int32
+    for run, seed in enumerate((5, 6)):
+        rng = np.random.default_rng(seed)
+        if plan.with_replacement:
+            expected = rng.integers(0, 1000, size=(3, 1000))
+        else:
+            expected = np.stack([rng.permuted(np.arange(1000, dtype=np.int64))
+                                 for _ in range(3)])
+        np.testing.assert_array_equal(schedule.order[run], expected)
+
+
+def test_full_batches_and_unshuffled_runs_read_the_rows_in_order_and_hold_no_orders():
+    for plan in (Plan(n_examples=1000, batch_size=1000, epochs=50, lr=0.1),
+                 Plan(n_examples=1000, batch_size=10, epochs=50, lr=0.1, shuffle=False)):
+        schedule = make_schedule(plan, [np.random.default_rng(seed) for seed in range(16)])
+        assert schedule.order.shape == (16, 50, 1000)
+        assert (schedule.order == np.arange(1000)).all()
+        assert schedule.order.base is not None and schedule.order.strides[:2] == (0, 0)

@@ -44,14 +44,17 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
                   runs: int = 1) -> int:
     """Bytes `runs` runs of one plan need at their peak, estimated from the plan.
 
-    Each run's schedule holds every epoch's order (epochs x N indices), and each run's
+    Each run's schedule holds every epoch's order (epochs x N indices, none when the rows
+    are read in order), and each run's
     parameters and loss at every logging point are kept; the schedule adds a few numbers per
     update. Engine affine adds one chunk for all runs, at most CHUNK_BYTES.
     """
     p1 = n_features + 1
     updates = total_updates(plan)
     points = updates * min(plan.batch_size, n_examples) // plan.log_every + plan.epochs + 1
-    return (runs * (plan.epochs * n_examples * 8 + points * (p1 * itemsize * 2 + 16))
+    orders = 0 if in_order(plan) else \
+        plan.epochs * n_examples * np.dtype(index_dtype(n_examples)).itemsize
+    return (runs * (orders + points * (p1 * itemsize * 2 + 16))
             + updates * 40 + CHUNK_BYTES)
 
 
@@ -76,7 +79,7 @@ class Plan:
 @dataclass
 class Schedule:
     """Which examples each update uses, and after which updates to log."""
-    order: np.ndarray            # (epochs, N) int64 example indices ((R, epochs, N) for R runs)
+    order: np.ndarray            # (epochs, N) example indices ((R, epochs, N) for R runs)
     batch_sizes: np.ndarray      # (updates,) examples in each update
     starts: np.ndarray           # (updates,) offset of each batch within its epoch's order
     epochs_of: np.ndarray        # (updates,) epoch (0-based) of each update
@@ -88,12 +91,31 @@ class Schedule:
         return np.concatenate([np.zeros(1, np.int64), self.log_after])
 
 
+def index_dtype(n_examples: int) -> type:
+    """Example indices in 4 bytes where they fit (half the memory of int64)."""
+    return np.int32 if n_examples < 2**31 else np.int64
+
+
+def in_order(plan: Plan) -> bool:
+    """Whether the rows are read in order, with no order drawn: unshuffled, or a full batch
+    (GD), where an order would change only the rounding of one sum. GD is defined so: it
+    reads memory sequentially, and holds no epochs x N permutations."""
+    return not plan.with_replacement and (not plan.shuffle
+                                          or plan.batch_size >= plan.n_examples)
+
+
 def make_schedule(plan: Plan, generators) -> Schedule:
     """The schedule of one run (a Generator: order (epochs, N)) or of R runs (a list of R
-    Generators: order (R, epochs, N)); only the example orders differ between runs."""
+    Generators: order (R, epochs, N)); only the example orders differ between runs. Rows
+    read in order (`in_order`) share one read-only arange, whatever R and the epochs."""
     if isinstance(generators, np.random.Generator):
         return layout(plan, shuffled_order(plan, generators))
-    orders = np.empty((len(generators), plan.epochs, plan.n_examples), np.int64)
+    shape = (len(generators), plan.epochs, plan.n_examples)
+    if in_order(plan):
+        return layout(plan, np.broadcast_to(np.arange(plan.n_examples,
+                                                      dtype=index_dtype(plan.n_examples)),
+                                            shape))
+    orders = np.empty(shape, index_dtype(plan.n_examples))
 
     def fill(run: int) -> None:
         shuffled_order(plan, generators[run], out=orders[run])
@@ -106,13 +128,17 @@ def make_schedule(plan: Plan, generators) -> Schedule:
 
 def shuffled_order(plan: Plan, generator: np.random.Generator, out=None) -> np.ndarray:
     """(epochs, N) example indices: a fresh permutation per epoch, drawn in epoch order
-    (with_replacement: N independent uniform draws per epoch)."""
-    order = np.empty((plan.epochs, plan.n_examples), np.int64) if out is None else out
+    (with_replacement: N independent uniform draws per epoch; in_order: the rows in order).
+    The draws do not depend on the indices' dtype (tests/test_seeds.py)."""
+    n = plan.n_examples
+    if in_order(plan) and out is None:
+        return np.broadcast_to(np.arange(n, dtype=index_dtype(n)), (plan.epochs, n))
+    order = np.empty((plan.epochs, n), index_dtype(n)) if out is None else out
     if plan.with_replacement:
-        order[...] = generator.integers(0, plan.n_examples, size=order.shape)
+        order[...] = generator.integers(0, n, size=order.shape)
         return order
-    order[...] = np.arange(plan.n_examples)
-    return generator.permuted(order, axis=1, out=order) if plan.shuffle else order
+    order[...] = np.arange(n)
+    return order if in_order(plan) else generator.permuted(order, axis=1, out=order)
 
 
 def epoch_sizes(plan: Plan) -> list[int]:

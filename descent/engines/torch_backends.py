@@ -143,7 +143,7 @@ def _first_unsound(features, targets, order, schedule, plan, lr, statistics, lim
     """Replay updates first..last-1 (0-based) of one run (its order (epochs, N), its learning
     rate lr) one by one from theta; the first unsound one. Runs only after a divergence,
     over at most one logging interval."""
-    order = torch.from_numpy(order).to(features.device)
+    order = torch.from_numpy(np.ascontiguousarray(order)).to(features.device, torch.long)
     for update in range(first, last):
         start = schedule.starts[update]
         batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
@@ -164,7 +164,7 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         model.weight.copy_(theta[None, :-1])
         model.bias.copy_(theta[-1:])
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
-    order = torch.from_numpy(schedule.order).to(device)
+    order = torch.from_numpy(np.ascontiguousarray(schedule.order)).to(device, torch.long)
     log_updates = schedule.log_updates
     logged = torch.empty(len(log_updates), len(theta), device=device, dtype=dtype)
     logged[0] = theta
@@ -217,7 +217,7 @@ def _update_maps(features1, targets, orders, runs, schedule, plan, lrs, first, l
     rows = schedule.epochs_of[first:last, None].repeat(width, axis=1)
     index = torch.full((len(runs), *columns.shape), n, dtype=torch.long)
     index[:, torch.from_numpy(valid)] = torch.from_numpy(
-        orders[np.asarray(runs)[:, None], rows[valid], columns[valid]])
+        orders[np.asarray(runs)[:, None], rows[valid], columns[valid]].astype(np.int64))
     index = index.to(device)  # one copy per chunk, not per update
     batch_x, batch_y = features1[index], targets[index]         # (R, K, m, p), (R, K, m)
     step = torch.as_tensor(2 * plan.gradient_scale * lrs[:, None] / sizes, device=device,
