@@ -88,9 +88,7 @@ def against_sklearn(x, y, plan: Plan, rounds: int = 101) -> tuple[float, float, 
 
 def airfoil(engines: list[str], device: str) -> list[dict]:
     """Seconds per epoch of each backend on airfoil at batch 1, 10, 100, 1500."""
-    import pandas as pd
-
-    table = pd.read_csv(ROOT / "data/prepared/airfoil.csv").to_numpy()
+    table = np.load(ROOT / "data/prepared/airfoil.npy")
     x, y = table[:, :-1].astype(np.float32), table[:, -1].astype(np.float32)
     rows = []
     for batch, lr, epochs in ((1, 0.005, 1), (10, 0.05, 2), (100, 0.05, 4), (1500, 1.0, 6)):
@@ -140,11 +138,9 @@ def sweep_grid_cost() -> list[dict]:
 
 
 def _sweep_grid_cost() -> list[dict]:
-    import pandas as pd
-
     from descent.sweep import grid_plan
 
-    table = pd.read_csv(ROOT / "data/prepared/airfoil.csv").to_numpy()
+    table = np.load(ROOT / "data/prepared/airfoil.npy")
     x, y = table[:, :-1].astype(np.float32), table[:, -1].astype(np.float32)
     rows, runs = [], 56
     for batch, lr in ((1, 0.005), (16, 0.05), (256, 0.2)):

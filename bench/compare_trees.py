@@ -3,7 +3,7 @@ in two trees, interleaved, to compare an engine change before and after.
 
     git worktree add /tmp/before <rev>
     for i in 1 2 3; do for t in /tmp/before .; do
-        (cd $t && PYTHONPATH=$t python <this file> data/prepared/airfoil.csv); done; done
+        (cd $t && PYTHONPATH=$t python <this file> data/prepared/airfoil.npy); done; done
 
 ONLY=<substring> keeps the matching cases, REPEATS=<n> sets the repeats (default 5).
 Works with the trees from before descent/engines/ too (descent.engine).
@@ -21,7 +21,8 @@ try:
 except ImportError:  # a tree from before descent/engines/
     from descent.engine import Plan, make_schedule, train_runs
 
-table = pd.read_csv(sys.argv[1]).to_numpy()
+table = np.load(sys.argv[1]) if sys.argv[1].endswith(".npy") else \
+    pd.read_csv(sys.argv[1]).to_numpy()  # (a tree from before the .npy data)
 x = np.ascontiguousarray(table[:, :-1], dtype=np.float32)
 y = np.ascontiguousarray(table[:, -1], dtype=np.float32)
 rng = np.random.default_rng(0)

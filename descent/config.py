@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from descent.io import ROOT, UserError
-from descent.paths import AIRFOIL_CSV, CUSTOM, PARAMS, SYNTHETIC
+from descent.paths import AIRFOIL_DATA, CUSTOM, PARAMS, SYNTHETIC
 
 PARAMS_FILE = ROOT / PARAMS
 VARIANTS = ("gd", "sgd", "minibatch")
@@ -216,18 +216,18 @@ class Config:
         return self.synthetic.get(_synthetic_name(recipe.data) or "")
 
     def is_pipeline_output(self, data: str) -> bool:
-        return data == AIRFOIL_CSV or _synthetic_name(data) in self.synthetic
+        return data == AIRFOIL_DATA or _synthetic_name(data) in self.synthetic
 
 
 def _synthetic_name(data: str) -> str | None:
-    """The set a path data/synthetic/<set>.csv names, else None."""
+    """The set a path data/synthetic/<set>.npy names, else None."""
     path = Path(data)
-    return path.stem if path.parent.as_posix() == SYNTHETIC and path.suffix == ".csv" \
+    return path.stem if path.parent.as_posix() == SYNTHETIC and path.suffix == ".npy" \
         else None
 
 
 def _n_features(data: str, synthetic: dict[str, SyntheticSet]) -> int | None:
-    if data == AIRFOIL_CSV:
+    if data == AIRFOIL_DATA:
         return AIRFOIL_FEATURES
     source = synthetic.get(_synthetic_name(data) or "")
     return len(source.weights) if source else None
@@ -270,7 +270,7 @@ def check_custom_data(config: Config) -> None:
     for recipe in config.recipes.values():
         if not config.is_pipeline_output(recipe.data) and not (ROOT / recipe.data).is_file():
             raise UserError(f"params.yaml: recipes.{recipe.name}.data is {recipe.data!r}, "
-                            "which is not a file; put the CSV there or fix the path")
+                            "which is not a file; put the data there or fix the path")
 
 
 # --- the schema --------------------------------------------------------------------------
@@ -387,12 +387,15 @@ def loss(value: Any, key: str) -> Loss:
     return LOSSES[choice(tuple(LOSSES))(value, key)]
 
 
+DATA_SUFFIXES = (".npy", ".csv")  # the pipeline's own sets are .npy; yours may be text
+
+
 def data_path(value: Any, key: str) -> str:
     """Its form only; which folders a recipe may read is a rule across sections."""
-    if not isinstance(value, str) or not value.endswith(".csv") or Path(value).is_absolute() \
-            or ".." in Path(value).parts:
-        raise _fail(key, value, f"must be a .csv path inside the project: {AIRFOIL_CSV}, "
-                    f"{SYNTHETIC}/<set>.csv or {CUSTOM}/<file>.csv")
+    if not isinstance(value, str) or not value.endswith(DATA_SUFFIXES) \
+            or Path(value).is_absolute() or ".." in Path(value).parts:
+        raise _fail(key, value, f"must be a .npy or .csv path inside the project: "
+                    f"{AIRFOIL_DATA}, {SYNTHETIC}/<set>.npy or {CUSTOM}/<file>.csv (or .npy)")
     return value
 
 
@@ -487,8 +490,8 @@ INIT = (
         {"normal_std": 0.01}),
     Key("bias", init_bias, "a value or torch_default", 0.0))
 RECIPE = (
-    Key("data", data_path, "the CSV (features, then the target): data/prepared/airfoil.csv, "
-                           "data/synthetic/<set>.csv or data/custom/<file>.csv"),
+    Key("data", data_path, "the data (features, then the target): data/prepared/airfoil.npy, "
+                           "data/synthetic/<set>.npy or data/custom/<file>.csv (or .npy)"),
     Key("loss", loss, "the loss recorded and judged: half_squared ((y_hat - y)^2 / 2) or mse"),
     Key("gradient_loss", raw, "the loss whose gradient drives the update (default: loss)",
         None),
@@ -626,7 +629,7 @@ def _across(config: Config) -> None:
                         "add the set or fix the path in params.yaml")
         # Only these folders are deps of the stages that read data (dvc.yaml): a file
         # elsewhere could change without DVC rerunning anything.
-        if data != AIRFOIL_CSV and _synthetic_name(data) is None and \
+        if data != AIRFOIL_DATA and _synthetic_name(data) is None and \
                 Path(data).parts[:2] != tuple(CUSTOM.split("/")):
             raise _fail(f"{key}.data", data, f"is outside {CUSTOM}/, the folder DVC watches "
                         "for your own data", f"move the file into {CUSTOM}/ and point the "

@@ -1,5 +1,9 @@
 """The datasets: the airfoil file parsed and standardized, synthetic sets, and loading a
-prepared CSV (feature columns, then the target) with a clear error for every bad file."""
+data file (feature columns, then the target) with a clear error for every bad file.
+
+The pipeline's own sets are .npy files, float64 rows of features then the target: written
+once, memory-mapped by every stage that reads them, never parsed. Your own data may be a CSV
+with a header (parsed with pandas, only where one is read) or a .npy of the same layout."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from descent.config import Config, Recipe, SyntheticSet
-from descent.io import ROOT, UserError, relative, write_csv, write_json
+from descent.io import ROOT, UserError, atomic_write, relative, write_json
 from descent.limits import check_memory
-from descent.paths import AIRFOIL_CSV
+from descent.paths import AIRFOIL_DATA
 
 COLUMNS = ("frequency", "angle_of_attack", "chord_length", "free_stream_velocity",
            "displacement_thickness", "sound_pressure")  # the last one is the target
-EXACT = "%.17g"  # round-trips float64
 
 
 # --- the airfoil file ----------------------------------------------------------------
@@ -68,8 +71,8 @@ def standardize(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # --- synthetic sets --------------------------------------------------------------------
 def check_fits(spec: SyntheticSet) -> None:
     """Refuse a set too large to generate, before any set is written."""
-    # features, target, the frame and its CSV text (~25 bytes a value) live at once.
-    check_memory(f"synthetic.{spec.name}", spec.n_rows * (len(spec.weights) + 1) * (3 * 8 + 25),
+    # features, target and the table written live at once.
+    check_memory(f"synthetic.{spec.name}", spec.n_rows * (len(spec.weights) + 1) * 3 * 8,
                  f"lower synthetic.{spec.name}.n_rows")
 
 
@@ -118,62 +121,97 @@ def truth(spec: SyntheticSet) -> dict:
             "n_rows": spec.n_rows}
 
 
-# --- prepared CSVs ---------------------------------------------------------------------
+# --- data files ------------------------------------------------------------------------
+def write_table(path: Path, features: np.ndarray, target: np.ndarray) -> None:
+    """features then the target as one C-ordered float64 .npy (memory-mappable)."""
+    table = np.ascontiguousarray(np.c_[features, target], dtype=np.float64)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as file:  # (given a name, np.save would add ".npy" to it)
+            np.save(file, table, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
 def load_dataset(path: Path, n_features: int | None = None, key: str = "") -> \
         tuple[np.ndarray, np.ndarray]:
-    """A prepared CSV with a header: feature columns, then the target as the last column.
+    """A data file: feature columns, then the target as the last column; a .npy (2-d float,
+    memory-mapped: the returned columns are read-only views of the file) or a CSV with a
+    header.
 
-    Every way a file can be wrong (missing, a folder, empty, not CSV, wrong columns,
+    Every way a file can be wrong (missing, a folder, empty, not the format, wrong columns,
     non-numeric or non-finite values) is one clear UserError naming the file and `key`.
     """
-    import pandas as pd
-
     path = Path(path)
     name = relative(path)
     where = f" (set by {key})" if key else ""
     if not path.exists():
         raise UserError(f"{name}{where} does not exist; check the path in params.yaml")
     if not path.is_file():
-        raise UserError(f"{name}{where} is a folder, not a CSV file; point it at a file")
+        raise UserError(f"{name}{where} is a folder, not a data file; point it at a file")
+    values = _read_npy(path, name + where) if path.suffix == ".npy" else \
+        _read_csv(path, name + where)
+    if values.shape[1] < 2:
+        raise UserError(f"{name}{where} has {values.shape[1]} column; a data file has "
+                        "feature columns then the target")
+    if n_features is not None and values.shape[1] != n_features + 1:
+        raise UserError(f"{name}{where} has {values.shape[1]} columns but {n_features} "
+                        f"features + 1 target were expected; rebuild it with `dvc repro`")
+    if len(values) < 2:
+        raise UserError(f"{name}{where} has {len(values)} data row(s); a fit needs at least "
+                        "2, add rows")
+    # Two passes over the file, no copy of it (a NaN anywhere makes both NaN).
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise UserError(f"{name}{where} has missing or non-finite values; fix the file")
+    check_magnitude(np.array([low, high]), f"{name}{where}", "rescale the data")
+    return values[:, :-1], values[:, -1]
+
+
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    try:
+        values = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise UserError(f"{name} is not a .npy array ({type(error).__name__}); rebuild it with "
+                        "`dvc repro`, or save yours with numpy.save") from None
+    if values.ndim != 2 or values.dtype not in (np.float32, np.float64):
+        raise UserError(f"{name} holds a {values.ndim}-d {values.dtype} array; a data file "
+                        "is a 2-d float32 or float64 array: feature columns, then the target")
+    return values
+
+
+def _read_csv(path: Path, name: str) -> np.ndarray:
+    import pandas as pd
+
     try:
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise UserError(f"{name}{where} is empty; rebuild it with `dvc repro` or point "
-                        "it at a CSV file") from None
+        raise UserError(f"{name} is empty; rebuild it with `dvc repro` or point it at a CSV "
+                        "file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise UserError(f"{name}{where} is not a CSV table ({type(error).__name__}); point "
-                        "it at a comma-separated file with a header row") from None
+        raise UserError(f"{name} is not a CSV table ({type(error).__name__}); point it at a "
+                        "comma-separated file with a header row") from None
     # pandas makes an extra field on every row the index (header without it), or an all-empty
     # "Unnamed" column (header with it): a comma at the end of each line.
     unnamed = [column for column in table.columns if str(column).startswith("Unnamed: ")]
     if not table.index.equals(pd.RangeIndex(len(table))) or \
             (unnamed and table[unnamed].isna().all().all()):
-        raise UserError(f"{name}{where} has one field more on each row than its header names "
-                        "(a comma at the end of every line?); remove the trailing commas")
+        raise UserError(f"{name} has one field more on each row than its header names (a "
+                        "comma at the end of every line?); remove the trailing commas")
     if table.shape[1] < 2:
-        raise UserError(f"{name}{where} has {table.shape[1]} column; a prepared CSV has "
-                        "comma-separated feature columns then the target, with a header "
-                        "(is it the raw tab-separated file?)")
-    if n_features is not None and table.shape[1] != n_features + 1:
-        raise UserError(f"{name}{where} has {table.shape[1]} columns but {n_features} "
-                        f"features + 1 target were expected; rebuild it with `dvc repro`")
+        raise UserError(f"{name} has {table.shape[1]} column; a CSV data file has comma-"
+                        "separated feature columns then the target, with a header (is it "
+                        "the raw tab-separated file?)")
     try:
-        values = table.to_numpy(dtype=np.float64)
+        return table.to_numpy(dtype=np.float64)
     except (ValueError, TypeError):
-        raise UserError(f"{name}{where} has non-numeric values; fix the file") from None
-    if len(values) < 2:
-        raise UserError(f"{name}{where} has {len(values)} data row(s); a fit needs at least "
-                        "2, add rows")
-    if not np.isfinite(values).all():
-        raise UserError(f"{name}{where} has missing or non-finite values; fix the file")
-    check_magnitude(values, f"{name}{where}", "rescale the data")
-    return values[:, :-1], values[:, -1]
+        raise UserError(f"{name} has non-numeric values; fix the file") from None
 
 
 def load_recipe_data(config: Config, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
     path = ROOT / recipe.data
     if not path.exists() and config.is_pipeline_output(recipe.data):
-        stage = "prepare" if recipe.data == AIRFOIL_CSV else "synthesize"
+        stage = "prepare" if recipe.data == AIRFOIL_DATA else "synthesize"
         raise UserError(f"{recipe.data} is not built yet; run `dvc repro {stage}` (or "
                         "`dvc repro`) first")
     if path.exists() and not path.resolve().is_relative_to(ROOT.resolve()):
@@ -199,28 +237,24 @@ def check_datasets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 # --- what the data stages write --------------------------------------------------------
 def prepare(raw: Path, n_train: int, table_path: Path, scaling_path: Path) -> None:
     """Standardize the raw airfoil file over all rows; keep the first n_train rows."""
-    import pandas as pd
-
     table = read_airfoil(raw)
     if n_train > len(table):
         raise UserError(f"params.yaml: prepare.n_train is {n_train} but {raw.name} has only "
                         f"{len(table)} rows; lower it in params.yaml")
     scaled, mean, std = standardize(table)
-    write_csv(table_path, pd.DataFrame(scaled[:n_train], columns=COLUMNS), float_format=EXACT)
+    write_table(table_path, scaled[:n_train, :-1], scaled[:n_train, -1])
     write_json(scaling_path, {
-        "rows_standardized": len(table), "rows_kept": n_train, "target": COLUMNS[-1],
-        "mean": dict(zip(COLUMNS, mean.tolist())), "std": dict(zip(COLUMNS, std.tolist()))})
+        "rows_standardized": len(table), "rows_kept": n_train, "columns": list(COLUMNS),
+        "target": COLUMNS[-1], "mean": dict(zip(COLUMNS, mean.tolist())),
+        "std": dict(zip(COLUMNS, std.tolist()))})
 
 
 def synthesize(sets: dict[str, SyntheticSet], folder: Path) -> None:
-    """<name>.csv (x1..xd, y) and <name>.json (the truth) for every set; sizes checked first."""
-    import pandas as pd
-
+    """<name>.npy (x1..xd, then y) and <name>.json (the truth) for every set; sizes checked
+    first."""
     for spec in sets.values():
         check_fits(spec)
     for name, spec in sets.items():
         features, target = generate(spec)
-        columns = [f"x{i + 1}" for i in range(features.shape[1])]
-        write_csv(folder / f"{name}.csv",
-                  pd.DataFrame(features, columns=columns).assign(y=target), float_format=EXACT)
+        write_table(folder / f"{name}.npy", features, target)
         write_json(folder / f"{name}.json", truth(spec))

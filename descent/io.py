@@ -255,11 +255,15 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, text + "\n")
 
 
-def write_csv(path: Path, frame: Any, **to_csv_options: Any) -> None:
-    """Write a pandas DataFrame as CSV, refusing NaN/inf so plot data stays valid."""
+def write_csv(path: Path, frame: Any, blank: tuple[str, ...] = (), **to_csv_options: Any
+              ) -> None:
+    """Write a pandas DataFrame as CSV, refusing NaN/inf so plot data stays valid; in the
+    columns `blank` names, NaN is an empty field (a value that does not exist there)."""
     import numpy as np
 
-    numeric = frame.select_dtypes("number").to_numpy(dtype=float)
+    numeric = frame.drop(columns=list(blank)).select_dtypes("number").to_numpy(dtype=float)
+    if blank and np.isinf(frame[list(blank)].to_numpy(dtype=float)).any():
+        raise ValueError(f"refusing to write infinite values to {path}")
     if numeric.size and not np.isfinite(numeric).all():
         raise ValueError(f"refusing to write non-finite values to {path}")
     atomic_write(path, lambda tmp: frame.to_csv(

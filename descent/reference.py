@@ -27,7 +27,7 @@ TABLE_START, TABLE_END = "<!-- reference-table:start -->", "<!-- reference-table
 
 def identity(config: Config, recipe: Recipe) -> dict[str, Any]:
     """What makes a recipe's figures comparable with a published experiment's."""
-    if recipe.data == paths.AIRFOIL_CSV:
+    if recipe.data == paths.AIRFOIL_DATA:
         data: Any = {"airfoil_sha256": config.fetch.sha256, "n_train": config.n_train}
     elif (spec := config.synthetic_source(recipe)) is not None:
         # The generator's seed is left out: another draw of the same set is comparable.

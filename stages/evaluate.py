@@ -30,9 +30,10 @@ def main() -> None:
         # the exact expected loss, where a recipe's batches are drawn with replacement
         columns = ["variant", "loss", "low", "high", "diverged", "closed_form",
                    *(["predicted"] if "predicted" in frame else [])]
-        write_csv(ROOT / paths.loss_plot(name),
-                  frame[["epoch", "examples", "updates", *columns]], float_format="%.7g")
-        write_csv(ROOT / paths.seconds_plot(name), frame[["seconds", *columns]],
+        blank = ("predicted",) if "predicted" in frame else ()  # past float64: diverges
+        write_csv(ROOT / paths.loss_plot(name), frame[["epoch", "examples", "updates",
+                                                      *columns]], blank, float_format="%.7g")
+        write_csv(ROOT / paths.seconds_plot(name), frame[["seconds", *columns]], blank,
                   float_format="%.7g")
     write_json(ROOT / paths.HEADLINE, judged.headline)
     write_json(ROOT / paths.EVALUATION, judged.metrics)

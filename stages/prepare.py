@@ -20,8 +20,8 @@ def main(raw: str = "") -> None:
     config = configuration.load()
     from descent.data import prepare
 
-    prepare(ROOT / raw, config.n_train, ROOT / paths.AIRFOIL_CSV, ROOT / paths.AIRFOIL_SCALING)
-    print(f"prepared {paths.AIRFOIL_CSV}: {config.n_train} rows")
+    prepare(ROOT / raw, config.n_train, ROOT / paths.AIRFOIL_DATA, ROOT / paths.AIRFOIL_SCALING)
+    print(f"prepared {paths.AIRFOIL_DATA}: {config.n_train} rows")
 
 
 if __name__ == "__main__":

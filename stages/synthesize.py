@@ -1,6 +1,6 @@
 """Stage `synthesize`: generate the synthetic regression sets described in params.yaml.
 
-Each set `name` under `synthetic:` becomes data/synthetic/<name>.csv (features x1..xd, then
+Each set `name` under `synthetic:` becomes data/synthetic/<name>.npy (float64: features x1..xd, then
 the target y) and data/synthetic/<name>.json (its true weights and bias). Each set has its
 own seeded generator, so the same params give byte-identical files and adding a set
 leaves the others unchanged.

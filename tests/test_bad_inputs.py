@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import copy_project, run, stage_env
@@ -22,8 +23,8 @@ from tests.conftest import copy_project, run, stage_env
 pytestmark = pytest.mark.e2e
 OUTPUTS = ["metrics/train/gd.json", "data/runs/gd.npz", "metrics/evaluate.json",
            "metrics/final_loss.json", "data/closed_form.json", "plots/comparison.png",
-           "metrics/reference.md", "plots/loss/airfoil.csv", "data/synthetic/line_minus5x.csv",
-           "data/prepared/airfoil.csv", "data/raw/airfoil_self_noise.dat"]
+           "metrics/reference.md", "plots/loss/airfoil.csv", "data/synthetic/line_minus5x.npy",
+           "data/prepared/airfoil.npy", "data/raw/airfoil_self_noise.dat"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def one_clear_line(project: Path, env, stage: str, *args: str) -> str:
     return lines[0]
 
 
-AIRFOIL_DATA = "data: data/prepared/airfoil.csv\n    loss: half_squared\n    init: {weights"
+AIRFOIL_DATA = "data: data/prepared/airfoil.npy\n    loss: half_squared\n    init: {weights"
 PARAMS_CASES = {
     # name: (stage, old text, new text, words the error must contain)
     "negative lr": ("train", "airfoil: {lr: 1.0, epochs: 6}", "airfoil: {lr: -1, epochs: 6}",
@@ -88,15 +89,15 @@ PARAMS_CASES = {
     # No CUDA: "... CUDA is not available"; fewer than 8 GPUs: "... has N CUDA device(s)".
     "missing device": ("train", "device: auto", "device: cuda:7",
                        "device 'cuda:7' requested but"),
-    "recipe path outside": ("train", "data: data/prepared/airfoil.csv",
-                            "data: ../../etc/passwd.csv", "must be a .csv path inside"),
+    "recipe path outside": ("train", "data: data/prepared/airfoil.npy",
+                            "data: ../../etc/passwd.csv", "must be a .npy or .csv path inside"),
     # A file DVC does not watch could change without rerunning anything.
-    "custom data outside data/custom": ("train", "data: data/prepared/airfoil.csv",
+    "custom data outside data/custom": ("train", "data: data/prepared/airfoil.npy",
                                         "data: mine.csv", "move the file into data/custom/"),
     "recipe named like a path": ("train", "  airfoil:                   #",
                                  "  ../../x:                   #", "names may use letters"),
-    "unknown synthetic set": ("train", "data: data/synthetic/line_minus5x.csv",
-                              "data: data/synthetic/cube.csv", "does not define"),
+    "unknown synthetic set": ("train", "data: data/synthetic/line_minus5x.npy",
+                              "data: data/synthetic/cube.npy", "does not define"),
     "huge synthetic set": ("synthesize", "n_rows: 100", "n_rows: 1000000000000",
                            "synthetic.line_minus5x would need about"),
     "old size key": ("synthesize", "n_rows: 100", "size: 100",
@@ -157,7 +158,7 @@ def test_a_stage_whose_input_is_missing_says_which_stage_to_run(project, env, st
 
 DATA_FILES = {
     # name: (how to make the file, words)
-    "a folder": (lambda p: p.mkdir(), "is a folder, not a CSV file"),
+    "a folder": (lambda p: p.mkdir(), "is a folder, not a data file"),
     "an empty file": (lambda p: p.write_text(""), "is empty"),
     "a binary file": (lambda p: p.write_bytes(bytes(range(256)) * 8), "not a CSV table"),
     "the raw tab-separated file": (
@@ -189,7 +190,7 @@ def link_outside(path: Path) -> None:
 def test_bad_recipe_data_is_found_before_training(project, env, case):
     make, words = DATA_FILES[case]
     make(project / "data/custom/mine.csv")
-    edit(project, "data: data/prepared/airfoil.csv", "data: data/custom/mine.csv")
+    edit(project, "data: data/prepared/airfoil.npy", "data: data/custom/mine.csv")
     if case == "wrong columns":  # a custom file has no known width: the init list gives it
         edit(project, "init: {weights: {normal_std: 0.01}, bias: 0.0}\n    shuffle: true\n  "
                       "airfoil_concise",
@@ -201,8 +202,33 @@ def test_bad_recipe_data_is_found_before_training(project, env, case):
         assert words in line and "recipes.airfoil." in line, line  # names the key to fix
 
 
+NPY_FILES = {
+    # name: (the array or bytes written to data/custom/mine.npy, words)
+    "text named .npy": (b"a,b,c,d,e,y\n1,2,3,4,5,6\n", "is not a .npy array"),
+    "an empty file": (b"", "is not a .npy array"),
+    "a 1-d array": (np.arange(12.0), "holds a 1-d float64 array"),
+    "integers": (np.arange(12).reshape(2, 6), "holds a 2-d int64 array"),
+    "a NaN": (np.array([[1.0, 2, 3, 4, 5, 6], [2, 3, np.nan, 5, 6, 7]]), "non-finite"),
+    "values whose squares overflow": (np.array([[1.0, 2, 3, 4, 5, 6], [2, 3, 4, 5, 1e200, 7]]),
+                                      "their squares (the loss) overflow float64"),
+}
+
+
+@pytest.mark.parametrize("case", NPY_FILES)
+def test_bad_npy_data_is_found_before_training(project, env, case):
+    content, words = NPY_FILES[case]
+    path = project / "data/custom/mine.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    edit(project, "data: data/prepared/airfoil.npy", "data: data/custom/mine.npy")
+    line = one_clear_line(project, env, "train", "sgd")
+    assert words in line and "recipes.airfoil." in line, line
+
+
 def test_a_pipeline_output_not_yet_built_says_which_stage_builds_it(project, env):
-    target = project / "data/synthetic/line_minus5x.csv"
+    target = project / "data/synthetic/line_minus5x.npy"
     kept = target.read_bytes()
     target.unlink()
     try:
@@ -211,7 +237,7 @@ def test_a_pipeline_output_not_yet_built_says_which_stage_builds_it(project, env
     finally:
         target.write_bytes(kept)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "data/synthetic/line_minus5x.csv is not built yet; run `dvc repro synthesize`" \
+    assert "data/synthetic/line_minus5x.npy is not built yet; run `dvc repro synthesize`" \
         in result.stderr
 
 
@@ -369,7 +395,7 @@ def test_data_beyond_float32_are_refused_by_training_in_float32(project, env):
     """1e100 squares fine in float64 (the closed form solves it) but is no float32."""
     (project / "data/custom/mine.csv").write_text("a,b,c,d,e,y\n1,2,3,4,5,6\n2,3,4,5,1e100,7\n"
                                                   "3,1,4,1,5,9\n")
-    edit(project, "data: data/prepared/airfoil.csv", "data: data/custom/mine.csv")
+    edit(project, "data: data/prepared/airfoil.npy", "data: data/custom/mine.csv")
     line = one_clear_line(project, env, "train", "gd")
     assert "data/custom/mine.csv (recipe airfoil) has values up to 1e+100, beyond float32's " \
            "range" in line and "dtype: float64" in line, line

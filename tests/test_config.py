@@ -61,8 +61,8 @@ BAD = [
                                    "half_squared, mse"),
     ("recipes.airfoil.shuffle", "yes", "recipes.airfoil.shuffle is 'yes', but it must be true "
                                        "or false"),
-    ("recipes.airfoil.data", "../../etc/x.csv", "must be a .csv path inside the project"),
-    ("recipes.airfoil.data", "data/synthetic/cube.csv", "names a synthetic set that "
+    ("recipes.airfoil.data", "../../etc/x.csv", "must be a .npy or .csv path inside the project"),
+    ("recipes.airfoil.data", "data/synthetic/cube.npy", "names a synthetic set that "
                                                         "`synthetic:` does not define"),
     ("recipes.airfoil.init.weights", [1.0], "must list 5 numbers, one per feature"),
     ("recipes.airfoil.init.bias", "zero", "must be a number or torch_default"),

@@ -82,26 +82,24 @@ def test_params_point_fetch_at_the_two_public_sources_and_the_known_hash():
 def run_prepare(raw_text: str, tmp_path, n_train: int = 2):
     raw = tmp_path / "raw.dat"
     raw.write_text(raw_text)
-    data.prepare(raw, n_train, tmp_path / "table.csv", tmp_path / "scaling.json")
-    return tmp_path / "table.csv", tmp_path / "scaling.json"
+    data.prepare(raw, n_train, tmp_path / "table.npy", tmp_path / "scaling.json")
+    return tmp_path / "table.npy", tmp_path / "scaling.json"
 
 
 def test_prepare_standardizes_over_all_rows_and_keeps_the_first_1500(airfoil_file, tmp_path):
-    import pandas as pd
-
-    table_path, scaling_path = tmp_path / "t.csv", tmp_path / "s.json"
+    table_path, scaling_path = tmp_path / "t.npy", tmp_path / "s.json"
     data.prepare(airfoil_file, 1500, table_path, scaling_path)
-    table = pd.read_csv(table_path)
+    table = np.load(table_path)
     # Independent computation: numpy's own parser and (x - mean) / std with ddof=0.
     raw = np.loadtxt(airfoil_file, delimiter="\t")
     assert raw.shape == (1503, 6)
     expected = ((raw - raw.mean(axis=0)) / raw.std(axis=0))[:1500]
-    assert table.shape == (1500, 6)
-    assert list(table.columns)[-1] == "sound_pressure"
-    # %.17g round-trips float64 exactly, so only float64 rounding of the two
-    # computations (a few ulps of values of order 1) separates them.
-    np.testing.assert_allclose(table.to_numpy(), expected, rtol=0, atol=1e-14)
+    assert table.shape == (1500, 6) and table.dtype == np.float64
+    # Only float64 rounding of the two computations (a few ulps of values of order 1)
+    # separates them.
+    np.testing.assert_allclose(table, expected, rtol=0, atol=1e-14)
     scaling = json.loads(scaling_path.read_text())
+    assert scaling["columns"][-1] == "sound_pressure"
     for key, expected_values in (("mean", raw.mean(axis=0)), ("std", raw.std(axis=0))):
         saved = [scaling[key][column] for column in data.COLUMNS]
         np.testing.assert_allclose(saved, expected_values, rtol=1e-15)
@@ -119,7 +117,7 @@ def test_prepare_standardizes_over_all_rows_and_keeps_the_first_1500(airfoil_fil
 def test_prepare_rejects_bad_data_with_a_clear_message(text, message, tmp_path):
     with pytest.raises(UserError, match=message):
         run_prepare(text, tmp_path)
-    assert not (tmp_path / "table.csv").exists()
+    assert not (tmp_path / "table.npy").exists()
 
 
 def test_prepare_rejects_n_train_larger_than_the_data(tmp_path):
@@ -129,7 +127,7 @@ def test_prepare_rejects_n_train_larger_than_the_data(tmp_path):
 
 def test_prepare_names_the_missing_raw_file(tmp_path):
     with pytest.raises(UserError, match="run `dvc repro fetch` first"):
-        data.prepare(tmp_path / "absent.dat", 2, tmp_path / "t.csv", tmp_path / "s.json")
+        data.prepare(tmp_path / "absent.dat", 2, tmp_path / "t.npy", tmp_path / "s.json")
 
 
 # --- synthesize ----------------------------------------------------------------------
@@ -141,7 +139,7 @@ def test_synthesize_is_byte_identical_for_the_same_params(tmp_path):
     data.synthesize(sets, tmp_path / "a")
     data.synthesize(sets, tmp_path / "b")
     names = sorted(path.name for path in (tmp_path / "a").iterdir())
-    assert names == sorted(f"{name}.{ext}" for name in sets for ext in ("csv", "json"))
+    assert names == sorted(f"{name}.{ext}" for name in sets for ext in ("npy", "json"))
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -152,9 +150,9 @@ def test_adding_a_set_leaves_the_others_unchanged(tmp_path):
              "weights": [1.0, 2.0, 3.0], "bias": -1.0, "noise_std": 0.5, "seed": 7}
     data.synthesize(synthetic_sets({**REFERENCE_SETS, "cube": extra}), tmp_path / "b")
     for name in REFERENCE_SETS:
-        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == \
-            (tmp_path / "b" / f"{name}.csv").read_bytes()
-    assert (tmp_path / "b" / "cube.csv").read_text().splitlines()[0] == "x1,x2,x3,y"
+        assert (tmp_path / "a" / f"{name}.npy").read_bytes() == \
+            (tmp_path / "b" / f"{name}.npy").read_bytes()
+    assert np.load(tmp_path / "b" / "cube.npy").shape == (50, 4)  # x1, x2, x3, y
 
 
 def test_the_reference_sets_have_the_published_shapes_and_truths():
@@ -189,4 +187,4 @@ def test_a_set_too_large_for_memory_is_refused_before_anything_is_written(tmp_pa
     with pytest.raises(UserError, match=r"synthetic.huge would need about .* GiB of memory, "
                                         r"above this machine's limit"):
         data.synthesize(sets, tmp_path)
-    assert not tmp_path.joinpath("line_minus5x.csv").exists()
+    assert not tmp_path.joinpath("line_minus5x.npy").exists()

@@ -71,7 +71,7 @@ def test_dvc_reads_our_yaml_through_the_c_parser_with_the_same_values():
 
 def test_repro_builds_every_output_and_a_second_repro_reruns_nothing(built, env):
     assert (built / "data/raw/airfoil_self_noise.dat").stat().st_size == 59_984
-    for output in ["data/prepared/airfoil.csv", "metrics/evaluate.json", "metrics/speed.json",
+    for output in ["data/prepared/airfoil.npy", "metrics/evaluate.json", "metrics/speed.json",
                    "plots/comparison.png", "metrics/reference.md", "plots/loss/airfoil.csv"]:
         assert (built / output).is_file(), output
     second = dvc(built, env, "repro")
@@ -181,8 +181,7 @@ def test_same_params_give_byte_identical_deterministic_outputs(project, env):
 def test_changing_n_rows_through_exp_run_really_changes_the_data(project, env):
     """The run cache ignores params named `size`: the key is n_rows, so this reruns."""
     dvc(project, env, "exp", "run", "-S", "synthetic.line_minus5x.n_rows=50")
-    rows = (project / "data/synthetic/line_minus5x.csv").read_text().splitlines()
-    assert len(rows) == 1 + 50
+    assert np.load(project / "data/synthetic/line_minus5x.npy").shape == (50, 2)
     results = json.loads((project / "metrics/train/gd.json").read_text())["recipes"]
     assert results["line_minus5x"]["examples"] == 50
 
@@ -196,7 +195,7 @@ def test_a_float_written_by_dvc_exp_run_is_read_as_a_float(project, env):
 
 
 def test_a_reference_row_on_other_data_says_not_comparable(project, env):
-    set_param(project, "recipes.airfoil.data", "data/synthetic/plane_2x1_minus3p4x2.csv")
+    set_param(project, "recipes.airfoil.data", "data/synthetic/plane_2x1_minus3p4x2.npy")
     # (1000 rows there: the sweep's batch sizes must fit them, or it refuses in one line)
     set_param(project, "sweep.batch_sizes", [1, 10, 100, 1000])
     dvc(project, env, "repro")

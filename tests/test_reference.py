@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from descent import plans, training
@@ -73,7 +72,7 @@ def test_plane_matches_the_d2l_from_scratch_run(built):
     truth = read_json(built / "data/synthetic/plane_2x1_minus3p4x2.json")
     true = np.r_[truth["weights"], truth["bias"]]
     sigma, n, lr, batch = truth["noise_std"], truth["n_rows"], 0.03, 10
-    features = pd.read_csv(built / "data/synthetic/plane_2x1_minus3p4x2.csv").to_numpy()[:, :-1]
+    features = np.load(built / "data/synthetic/plane_2x1_minus3p4x2.npy")[:, :-1]
     design = np.c_[features, np.ones(n)]
     standard_errors = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
     curves = np.load(built / "data/runs/minibatch.npz")
@@ -137,7 +136,7 @@ def test_line_3x_plus_2_stochastic_variants_reach_the_truth(built, variant, batc
                            for r in trained(built, "sgd")["line_3x_plus_2"]["runs"]])
     else:
         finals = run(built, "line_3x_plus_2", variant, batch_size, seeds=range(4)).runs.final
-    x = pd.read_csv(built / "data/synthetic/line_3x_plus_2.csv")["x1"].to_numpy()
+    x = np.load(built / "data/synthetic/line_3x_plus_2.npy")[:, 0]
     design = np.c_[x, np.ones_like(x)]
     sigma, lr, m = truth["noise_std"], 0.01, batch_size
     standard_errors = sigma * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
@@ -149,7 +148,7 @@ def test_line_3x_plus_2_stochastic_variants_reach_the_truth(built, variant, batc
 def test_line_3x_plus_2_gd_reaches_what_1000_full_batch_steps_can(built):
     """GD's iterate is theta* + (I - 2 lr H)^k (theta0 - theta*), H = X'X/n: compare, for
     every seed the pipeline ran."""
-    table = pd.read_csv(built / "data/synthetic/line_3x_plus_2.csv").to_numpy()
+    table = np.load(built / "data/synthetic/line_3x_plus_2.npy")
     design, y = np.c_[table[:, :-1], np.ones(len(table))], table[:, -1]
     optimum = np.linalg.lstsq(design, y, rcond=None)[0]
     runs = trained(built, "gd")["line_3x_plus_2"]["runs"]

@@ -5,7 +5,6 @@ theorem over 1024 or 4096 independent runs), or the bisection's own tolerance.""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from descent import theory
@@ -20,8 +19,8 @@ def airfoil(airfoil_file, tmp_path_factory):
     from descent.data import prepare
 
     folder = tmp_path_factory.mktemp("theory")
-    prepare(airfoil_file, 1500, folder / "a.csv", folder / "s.json")
-    table = pd.read_csv(folder / "a.csv").to_numpy()
+    prepare(airfoil_file, 1500, folder / "a.npy", folder / "s.json")
+    table = np.load(folder / "a.npy")
     return table[:, :-1].copy(), table[:, -1].copy()
 
 
