@@ -21,6 +21,7 @@ from descent.engines.dispatch import train_runs
 from descent.engines.problem import Plan, make_schedule, memory_needed, total_updates
 from descent.io import UserError
 from descent.limits import check_memory, check_work
+from descent.parallel import cores
 from descent.numbers import significant
 
 RESAMPLES = 1000
@@ -72,7 +73,7 @@ def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
     lrs = np.array([factor * critical for factor in factors])
     plan = grid_plan(n, batch, budget, float(lrs[0]), gradient_scale, loss_scale)
     generators = [np.random.default_rng([seed, batch]) for _ in lrs for seed in range(seeds)]
-    schedule = make_schedule(plan, generators)
+    schedule = make_schedule(plan, generators, lazy=True)
     runs = train_runs(features, targets, np.tile(start, (len(generators), 1)), plan, schedule,
                       lrs=np.repeat(lrs, seeds))
     reached = runs.losses <= target                      # NaN (diverged) compares False
@@ -144,7 +145,7 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str
         where = f"the sweep of {recipe.name} at batch {batch} ({runs} runs)"
         fix = "lower sweep.budget, sweep.seeds or the number of sweep.lr_factors"
         check_memory(where, memory_needed(n, features.shape[1], plan,
-                                          np.dtype(dtype).itemsize, runs), fix)
+                                          np.dtype(dtype).itemsize, runs, cores()), fix)
         check_work(where, total_updates(plan) * runs, fix)
     target = problem.best_loss(recipe.loss.scale) * (1 + settings.target_excess)
     start = np.zeros(features.shape[1] + 1)

@@ -7,18 +7,19 @@ import numpy as np
 
 from descent.config import Config, Recipe
 from descent.engines.dispatch import train_runs
-from descent.engines.problem import (Plan, Runs, Schedule, make_schedule, memory_needed,
-                                     total_updates)
+from descent.engines.problem import (Plan, Runs, Schedule, choose_engine, make_schedule,
+                                     memory_needed, total_updates)
 from descent.io import UserError
 from descent.limits import (ANNOUNCE_SECONDS, LOOP_SECONDS_PER_UPDATE, check_memory,
                             check_work)
 from descent.numbers import significant
+from descent.parallel import cores
 from descent.plans import generator, plan_of, starts
 from descent.records import SeedRun, VariantRuns
 
 
 def check_fits(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
-               targets: np.ndarray) -> None:
+               targets: np.ndarray, device: str = "cpu") -> None:
     """Refuse, before any work, runs whose numbers, memory or number of updates cannot fit."""
     n_examples, n_features = features.shape
     plan = plan_of(config, recipe, variant, n_examples)
@@ -35,7 +36,11 @@ def check_fits(config: Config, recipe: Recipe, variant: str, features: np.ndarra
     fix = f"lower variants.{variant}.{recipe.name}.epochs"
     check_work(where, total_updates(plan) * config.seeds, f"{fix} (or seeds)")
     itemsize = 4 if config.dtype == "float32" else 8
-    check_memory(where, memory_needed(n_examples, n_features, plan, itemsize, config.seeds),
+    # The compiled kernel draws each run's orders as it starts (a lazy schedule): one per
+    # core at a time; the torch backends hold every run's.
+    held = cores() if choose_engine(config.train.engine, device) == "compiled" else None
+    check_memory(where, memory_needed(n_examples, n_features, plan, itemsize, config.seeds,
+                                      held),
                  f"{fix}, lower seeds, or raise train.log_every")
 
 
@@ -65,7 +70,8 @@ class SeededRuns:
 
 def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> Schedule:
     """The shared schedule with each seed's own example order: order is (R, epochs, N)."""
-    return make_schedule(plan, [generator(seed, recipe.name, variant) for seed in seeds])
+    return make_schedule(plan, [generator(seed, recipe.name, variant) for seed in seeds],
+                         lazy=True)
 
 
 def seeded_runs(config: Config, recipe: Recipe, variant: str, features: np.ndarray,

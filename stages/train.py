@@ -19,7 +19,7 @@ def main(variant: str = "") -> None:
     if variant not in configuration.VARIANTS:
         raise UserError(f"usage: python -m stages.train {{{'|'.join(configuration.VARIANTS)}}}")
     config = configuration.load()
-    from descent.data import check_datasets  # after the config check: it imports pandas
+    from descent.data import check_datasets  # after the config check (pandas for a CSV)
 
     datasets = check_datasets(config)
     from descent import training  # numpy and numba; torch only for a torch engine
@@ -27,12 +27,12 @@ def main(variant: str = "") -> None:
     from descent.numbers import DIGITS
     from descent.records import Setup, Trained
 
+    device = resolve_device(config.device)
     for recipe in config.recipes.values():  # refuse what cannot fit before any work
-        training.check_fits(config, recipe, variant, *datasets[recipe.name])
+        training.check_fits(config, recipe, variant, *datasets[recipe.name], device)
     notice = training.slow_loop_notice(config, variant, datasets)
     if notice:
         print(notice, flush=True)
-    device = resolve_device(config.device)
     from tqdm import tqdm
 
     results, timings, arrays = {}, {}, {}

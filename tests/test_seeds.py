@@ -153,3 +153,25 @@ def test_full_batches_and_unshuffled_runs_read_the_rows_in_order_and_hold_no_ord
         assert schedule.order.shape == (16, 50, 1000)
         assert (schedule.order == np.arange(1000)).all()
         assert schedule.order.base is not None and schedule.order.strides[:2] == (0, 0)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "affine"])
+def test_orders_drawn_as_each_run_starts_give_the_runs_of_orders_drawn_up_front(engine):
+    """A lazy schedule holds no orders; each run's are drawn from a copy of its generator
+    when it runs (the compiled kernel), or all at once where a backend needs them (affine):
+    the runs are bit for bit those of the schedule drawn up front."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 3)).astype(np.float32)
+    targets = (features @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=300)).astype(np.float32)
+    plan = Plan(n_examples=300, batch_size=7, epochs=3, lr=0.05)
+    generators = lambda: [np.random.default_rng(seed) for seed in range(5)]  # noqa: E731
+    lazy = make_schedule(plan, generators(), lazy=True)
+    eager = make_schedule(plan, generators())
+    assert lazy.order is None
+    np.testing.assert_array_equal(lazy.orders(slice(1, 3)), eager.order[1:3])
+    np.testing.assert_array_equal(lazy.orders(slice(1, 3)), eager.order[1:3])  # again
+    starts = np.zeros((5, 4))
+    a = train_runs(features, targets, starts, plan, lazy, engine=engine)
+    b = train_runs(features, targets, starts, plan, eager, engine=engine)
+    np.testing.assert_array_equal(a.states, b.states)
+    np.testing.assert_array_equal(a.losses, b.losses)

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from descent.engines.problem import Plan, Runs, epoch_batches, layout, loss_cap, total_updates
+from descent.engines.problem import (Plan, Runs, epoch_batches, index_dtype, layout, loss_cap,
+                                     total_updates)
 from descent.jit import njit_cached  # numba's cache, shared by copies of the tree
 from descent.parallel import cores, in_parallel
 from descent.statistics import sufficient_statistics
@@ -78,13 +79,21 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> R
     bounds = [runs * k // workers for k in range(workers + 1)]
 
     def block(index: int) -> None:
-        part = slice(bounds[index], bounds[index + 1])
-        _runs(problem, walk, thetas[part], schedule.order[part], steps[part],
-              Record(*(array[part] for array in record)))
+        if schedule.order is not None:  # every run's orders held: the block in one call
+            part = slice(bounds[index], bounds[index + 1])
+            _runs(problem, walk, thetas[part], schedule.order[part], steps[part],
+                  Record(*(array[part] for array in record)))
+            return
+        for run in range(bounds[index], bounds[index + 1]):  # drawn as each run starts
+            part = slice(run, run + 1)
+            _runs(problem, walk, thetas[part], schedule.orders(part), steps[part],
+                  Record(*(array[part] for array in record)))
 
     # compile or load from cache, untimed (rows read in order are a read-only view: another
     # build of the kernel)
-    _load_kernel(x.dtype, schedule.order.dtype, schedule.order.flags.c_contiguous)
+    held = schedule.order
+    _load_kernel(x.dtype, index_dtype(n) if held is None else held.dtype,
+                 held is None or held.flags.c_contiguous)
     started = time.perf_counter()
     in_parallel(block, workers)
     seconds = time.perf_counter() - started
@@ -230,17 +239,25 @@ def _check_fit(features, targets, thetas, plan, schedule) -> None:
     n, p = features.shape
     if not (features.dtype in (np.float32, np.float64) and targets.dtype == features.dtype
             and targets.shape == (n,) and plan.n_examples == n
-            and schedule.order.dtype in (np.int64, np.int32)
+            and _orders_fit(schedule, len(thetas), plan.epochs, n)
             and schedule.log_after.dtype == np.int64
-            and schedule.order.shape == (len(thetas), plan.epochs, n)
             and thetas.shape[1:] == (p + 1,)
             and len(schedule.batch_sizes) == total_updates(plan)):
         raise ValueError(
             f"the compiled kernel needs float32/float64 ({n}, {p}) features and ({n},) "
             f"targets of one dtype, (R, {p + 1}) starts and the int schedule of this plan "
             f"for R runs; got {features.dtype} {features.shape}, {targets.dtype} "
-            f"{targets.shape}, starts {thetas.shape}, orders {schedule.order.shape} "
-            f"{schedule.order.dtype} for {plan.epochs} epochs")
+            f"{targets.shape}, starts {thetas.shape}, orders "
+            f"{schedule.orders(slice(0, 1)).shape} for {plan.epochs} epochs")
+
+
+def _orders_fit(schedule, runs: int, epochs: int, n: int) -> bool:
+    """Held orders are (R, epochs, N) ints; drawn ones come from R generators."""
+    if schedule.order is None:
+        return len(schedule.generators) == runs and schedule.plan.epochs == epochs \
+            and schedule.plan.n_examples == n
+    return schedule.order.dtype in (np.int64, np.int32) \
+        and schedule.order.shape == (runs, epochs, n)
 
 
 def descend(features, targets, thetas0, orders, batch_size, drop_last, step_scale, log_after,

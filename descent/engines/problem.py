@@ -13,6 +13,8 @@ backend applies this one rule (tests/test_kernel.py and test_engine.py hold them
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -41,20 +43,22 @@ def total_updates(plan: "Plan") -> int:
 
 
 def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
-                  runs: int = 1) -> int:
+                  runs: int = 1, held: int | None = None) -> int:
     """Bytes `runs` runs of one plan need at their peak, estimated from the plan.
 
-    Each run's schedule holds every epoch's order (epochs x N indices, none when the rows
-    are read in order), and each run's
-    parameters and loss at every logging point are kept; the schedule adds a few numbers per
-    update. Engine affine adds one chunk for all runs, at most CHUNK_BYTES.
+    `held` runs at a time (default: all; the compiled kernel with a lazy schedule holds
+    one per core) hold every epoch's order (epochs x N indices, none when the rows are read
+    in order); each run's parameters and loss at every logging point are kept; the schedule
+    adds a few numbers per update. Engine affine adds one chunk for all runs, at most
+    CHUNK_BYTES.
     """
     p1 = n_features + 1
     updates = total_updates(plan)
     points = updates * min(plan.batch_size, n_examples) // plan.log_every + plan.epochs + 1
     orders = 0 if in_order(plan) else \
         plan.epochs * n_examples * np.dtype(index_dtype(n_examples)).itemsize
-    return (runs * (orders + points * (p1 * itemsize * 2 + 16))
+    return (min(runs, runs if held is None else held) * orders
+            + runs * points * (p1 * itemsize * 2 + 16)
             + updates * 40 + CHUNK_BYTES)
 
 
@@ -78,17 +82,43 @@ class Plan:
 
 @dataclass
 class Schedule:
-    """Which examples each update uses, and after which updates to log."""
-    order: np.ndarray            # (epochs, N) example indices ((R, epochs, N) for R runs)
+    """Which examples each update uses, and after which updates to log.
+
+    The example orders are either all here (`order`) or drawn run by run when a backend
+    needs them (`orders`), from each run's generator: then a run's orders live only while
+    it runs, and R runs hold the memory of the few that run at once, not R x epochs x N.
+    """
+    order: np.ndarray | None     # (epochs, N) example indices ((R, epochs, N) for R runs);
+                                 # None: drawn by `orders`
     batch_sizes: np.ndarray      # (updates,) examples in each update
     starts: np.ndarray           # (updates,) offset of each batch within its epoch's order
     epochs_of: np.ndarray        # (updates,) epoch (0-based) of each update
     log_after: np.ndarray        # (points,) update counts (1-based) after which to log
+    plan: Plan | None = None     # what `orders` draws for
+    generators: list | None = None  # each run's generator, never advanced (copies draw)
 
     @functools.cached_property
     def log_updates(self) -> np.ndarray:
         """Update counts at the logging points, the start (0) first."""
         return np.concatenate([np.zeros(1, np.int64), self.log_after])
+
+    def orders(self, runs: slice) -> np.ndarray:
+        """(k, epochs, N) orders of these runs: held, or drawn now (the same every time:
+        each from a copy of its run's generator, as make_schedule draws them)."""
+        if self.order is not None:
+            return self.order[runs]
+        chosen = self.generators[runs]
+        drawn = np.empty((len(chosen), self.plan.epochs, self.plan.n_examples),
+                         index_dtype(self.plan.n_examples))
+        for k, generator in enumerate(chosen):
+            shuffled_order(self.plan, copy.deepcopy(generator), out=drawn[k])
+        return drawn
+
+    def drawn(self) -> "Schedule":
+        """This schedule with every run's orders held (the torch backends index them)."""
+        if self.order is not None:
+            return self
+        return dataclasses.replace(self, order=self.orders(slice(None)))
 
 
 def index_dtype(n_examples: int) -> type:
@@ -104,10 +134,11 @@ def in_order(plan: Plan) -> bool:
                                           or plan.batch_size >= plan.n_examples)
 
 
-def make_schedule(plan: Plan, generators) -> Schedule:
+def make_schedule(plan: Plan, generators, lazy: bool = False) -> Schedule:
     """The schedule of one run (a Generator: order (epochs, N)) or of R runs (a list of R
     Generators: order (R, epochs, N)); only the example orders differ between runs. Rows
-    read in order (`in_order`) share one read-only arange, whatever R and the epochs."""
+    read in order (`in_order`) share one read-only arange, whatever R and the epochs.
+    lazy: R runs' orders are drawn when they run (Schedule.orders), not here."""
     if isinstance(generators, np.random.Generator):
         return layout(plan, shuffled_order(plan, generators))
     shape = (len(generators), plan.epochs, plan.n_examples)
@@ -115,6 +146,9 @@ def make_schedule(plan: Plan, generators) -> Schedule:
         return layout(plan, np.broadcast_to(np.arange(plan.n_examples,
                                                       dtype=index_dtype(plan.n_examples)),
                                             shape))
+    if lazy:
+        return dataclasses.replace(layout(plan, None), plan=plan,
+                                   generators=list(generators))
     orders = np.empty(shape, index_dtype(plan.n_examples))
 
     def fill(run: int) -> None:

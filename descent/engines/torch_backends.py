@@ -40,6 +40,7 @@ def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     """engine.train_runs for the torch engines on `device`: the affine scan takes all runs
     at once, the literal loop one after another (run r at learning rate lrs[r])."""
     device = torch.device(device)
+    schedule = schedule.drawn()  # these backends index every run's orders
     x = torch.as_tensor(features, device=device)
     y = torch.as_tensor(targets, device=device)
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
