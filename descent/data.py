@@ -122,22 +122,36 @@ def truth(spec: SyntheticSet) -> dict:
 
 
 # --- data files ------------------------------------------------------------------------
+# Rows at a time when the .npy files are written and read: a block of a few MB, so a set
+# is never held twice (nor its float64 and float32 copies at once).
+BLOCK_BYTES = 1 << 25
+
+
 def write_table(path: Path, features: np.ndarray, target: np.ndarray) -> None:
-    """features then the target as one C-ordered float64 .npy (memory-mappable)."""
-    table = np.ascontiguousarray(np.c_[features, target], dtype=np.float64)
+    """features then the target as one C-ordered float64 .npy (memory-mappable), written a
+    block of rows at a time (no second copy of the set)."""
+    n, p = features.shape
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
+              "fortran_order": False, "shape": (n, p + 1)}
+    rows = max(1, BLOCK_BYTES // ((p + 1) * 8))
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as file:  # (given a name, np.save would add ".npy" to it)
-            np.save(file, table, allow_pickle=False)
+        with open(tmp, "wb") as file:
+            np.lib.format.write_array_header_1_0(file, header)
+            for start in range(0, n, rows):
+                block = np.empty((min(rows, n - start), p + 1))
+                block[:, :p] = features[start:start + rows]
+                block[:, p] = target[start:start + rows]
+                file.write(block.tobytes())
 
     atomic_write(path, write)
 
 
-def load_dataset(path: Path, n_features: int | None = None, key: str = "") -> \
-        tuple[np.ndarray, np.ndarray]:
-    """A data file: feature columns, then the target as the last column; a .npy (2-d float,
-    memory-mapped: the returned columns are read-only views of the file) or a CSV with a
-    header.
+def load_dataset(path: Path, n_features: int | None = None, key: str = "",
+                 dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """A data file: feature columns, then the target as the last column; a .npy (2-d
+    float32 or float64, read a block of rows at a time) or a CSV with a header. Returns
+    (features (N, p), targets (N,)), each C-contiguous in `dtype`.
 
     Every way a file can be wrong (missing, a folder, empty, not the format, wrong columns,
     non-numeric or non-finite values) is one clear UserError naming the file and `key`.
@@ -149,35 +163,79 @@ def load_dataset(path: Path, n_features: int | None = None, key: str = "") -> \
         raise UserError(f"{name}{where} does not exist; check the path in params.yaml")
     if not path.is_file():
         raise UserError(f"{name}{where} is a folder, not a data file; point it at a file")
-    values = _read_npy(path, name + where) if path.suffix == ".npy" else \
-        _read_csv(path, name + where)
-    if values.shape[1] < 2:
-        raise UserError(f"{name}{where} has {values.shape[1]} column; a data file has "
-                        "feature columns then the target")
-    if n_features is not None and values.shape[1] != n_features + 1:
-        raise UserError(f"{name}{where} has {values.shape[1]} columns but {n_features} "
-                        f"features + 1 target were expected; rebuild it with `dvc repro`")
-    if len(values) < 2:
-        raise UserError(f"{name}{where} has {len(values)} data row(s); a fit needs at least "
-                        "2, add rows")
-    # Two passes over the file, no copy of it (a NaN anywhere makes both NaN).
-    low, high = float(values.min()), float(values.max())
+    if path.suffix == ".npy":
+        features, targets, low, high = _read_npy(path, name + where, n_features, dtype)
+        _check_values(low, high, name + where, dtype)
+        return features, targets
+    values = _read_csv(path, name + where)
+    _check_columns(values.shape, name + where, n_features)
+    _check_values(float(values.min()), float(values.max()), name + where, dtype)
+    return (np.ascontiguousarray(values[:, :-1], dtype=dtype),
+            np.ascontiguousarray(values[:, -1], dtype=dtype))
+
+
+def _check_values(low: float, high: float, name: str, dtype) -> None:
+    """The smallest and largest values (NaN if any is) are finite, square within float64
+    and fit `dtype`."""
     if not (np.isfinite(low) and np.isfinite(high)):
-        raise UserError(f"{name}{where} has missing or non-finite values; fix the file")
-    check_magnitude(np.array([low, high]), f"{name}{where}", "rescale the data")
-    return values[:, :-1], values[:, -1]
+        raise UserError(f"{name} has missing or non-finite values; fix the file")
+    check_magnitude(np.array([low, high]), name, "rescale the data")
+    largest, kind = max(-low, high), np.dtype(dtype)
+    if largest > float(np.finfo(kind).max):
+        raise UserError(f"{name} has values up to {largest:.3g}, beyond {kind}'s range "
+                        f"({np.finfo(kind).max:.3g}); rescale the data or set dtype: float64")
 
 
-def _read_npy(path: Path, name: str) -> np.ndarray:
-    try:
-        values = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise UserError(f"{name} is not a .npy array ({type(error).__name__}); rebuild it with "
-                        "`dvc repro`, or save yours with numpy.save") from None
-    if values.ndim != 2 or values.dtype not in (np.float32, np.float64):
-        raise UserError(f"{name} holds a {values.ndim}-d {values.dtype} array; a data file "
-                        "is a 2-d float32 or float64 array: feature columns, then the target")
-    return values
+def _check_columns(shape: tuple[int, int], name: str, n_features: int | None) -> None:
+    rows, columns = shape
+    if columns < 2:
+        raise UserError(f"{name} has {columns} column; a data file has feature columns then "
+                        "the target")
+    if n_features is not None and columns != n_features + 1:
+        raise UserError(f"{name} has {columns} columns but {n_features} features + 1 target "
+                        "were expected; rebuild it with `dvc repro`")
+    if rows < 2:
+        raise UserError(f"{name} has {rows} data row(s); a fit needs at least 2, add rows")
+
+
+def _read_npy(path: Path, name: str, n_features: int | None, dtype
+              ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The .npy's features and targets in `dtype`, read a block of rows at a time (its
+    float64 rows are never all in memory beside the copy), and its smallest and largest
+    values (NaN if any is NaN)."""
+    with open(path, "rb") as file:
+        try:
+            major, _ = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, stored = read_header(file)
+        except (ValueError, OSError, EOFError, SyntaxError) as error:
+            raise UserError(f"{name} is not a .npy array ({type(error).__name__}); rebuild it "
+                            "with `dvc repro`, or save yours with numpy.save") from None
+        if len(shape) != 2 or stored not in (np.float32, np.float64) or fortran:
+            layout = "Fortran-ordered " if fortran else ""
+            raise UserError(f"{name} holds a {len(shape)}-d {layout}{stored} array; a data "
+                            "file is a 2-d float32 or float64 array (C order): feature "
+                            "columns, then the target")
+        _check_columns(shape, name, n_features)
+        n, columns = shape
+        features, targets = np.empty((n, columns - 1), dtype), np.empty(n, dtype)
+        rows = max(1, BLOCK_BYTES // (columns * stored.itemsize))
+        low, high = np.inf, -np.inf
+        for start in range(0, n, rows):
+            count = min(rows, n - start)
+            block = np.fromfile(file, dtype=stored, count=count * columns)
+            if block.size != count * columns:
+                raise UserError(f"{name} ends after {start + block.size // columns} of its "
+                                f"{n} rows; rebuild it with `dvc repro`, or save it again")
+            block = block.reshape(count, columns)
+            low, high = min(low, float(block.min())), max(high, float(block.max()))
+            if not (np.isfinite(low) and np.isfinite(high)) \
+                    or max(-low, high) > float(np.finfo(dtype).max):
+                return features, targets, low, high  # refused by the caller
+            features[start:start + count] = block[:, :-1]
+            targets[start:start + count] = block[:, -1]
+    return features, targets, low, high
 
 
 def _read_csv(path: Path, name: str) -> np.ndarray:
@@ -208,7 +266,8 @@ def _read_csv(path: Path, name: str) -> np.ndarray:
         raise UserError(f"{name} has non-numeric values; fix the file") from None
 
 
-def load_recipe_data(config: Config, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+def load_recipe_data(config: Config, recipe: Recipe, dtype=np.float64
+                     ) -> tuple[np.ndarray, np.ndarray]:
     path = ROOT / recipe.data
     if not path.exists() and config.is_pipeline_output(recipe.data):
         stage = "prepare" if recipe.data == AIRFOIL_DATA else "synthesize"
@@ -218,14 +277,15 @@ def load_recipe_data(config: Config, recipe: Recipe) -> tuple[np.ndarray, np.nda
         raise UserError(f"{recipe.data} (set by recipes.{recipe.name}.data) links to "
                         f"{path.resolve()}, outside the project, where DVC does not track it; "
                         "copy the file into the project instead")
-    return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data")
+    return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data", dtype)
 
 
-def check_datasets(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every recipe's data, loaded and checked before any training starts."""
+def check_datasets(config: Config, dtype=np.float64
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every recipe's data, loaded in `dtype` and checked before any training starts."""
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for recipe in config.recipes.values():
-        features, targets = loaded[recipe.name] = load_recipe_data(config, recipe)
+        features, targets = loaded[recipe.name] = load_recipe_data(config, recipe, dtype)
         fixed = recipe.init.weights.fixes
         if fixed not in (None, features.shape[1]):
             raise UserError(f"params.yaml: recipes.{recipe.name}.init.weights lists "

@@ -68,8 +68,7 @@ class Quadratic:
     def fourth(self) -> np.ndarray:
         """S as a (q^2, q^2) matrix on vec(M): (1/N) sum_i kron(x~ x~^T, x~ x~^T), built once
         for all the critical steps asked of this problem."""
-        rows = np.einsum("ij,ik->ijk", self.design, self.design).reshape(self.n, -1)
-        return rows.T @ rows / self.n
+        return _outer_products(self.design) / self.n
 
     def best_loss(self, loss_scale: float) -> float:
         """The closed-form loss L* = s mean(rho^2)."""
@@ -79,6 +78,25 @@ class Quadratic:
         """L(theta) = L* + s e^T H e (the cross term vanishes at the optimum)."""
         error = np.asarray(theta, np.float64) - self.optimum
         return self.best_loss(loss_scale) + loss_scale * float(error @ self.hessian @ error)
+
+
+# Rows at a time in sums over the N rows of per-row q^2 vectors: their N x q^2 matrix
+# would take 121 x 8 bytes a row at 10 features (10 GB at 10^7 rows).
+BLOCK_ROWS = 1 << 15
+
+
+def _outer_products(design: np.ndarray, right: np.ndarray | None = None) -> np.ndarray:
+    """sum over rows i of vec(x~_i x~_i^T) right_i^T (right: (N, k); default: the
+    vec(x~_i x~_i^T) themselves), a block of rows at a time (one block, one product, when
+    N <= BLOCK_ROWS)."""
+    q = design.shape[1]
+    total = None
+    for start in range(0, len(design), BLOCK_ROWS):
+        block = design[start:start + BLOCK_ROWS]
+        rows = np.einsum("ij,ik->ijk", block, block).reshape(len(block), q * q)
+        part = rows.T @ (rows if right is None else right[start:start + BLOCK_ROWS])
+        total = part if total is None else total + part
+    return total
 
 
 def quadratic(features: np.ndarray, targets: np.ndarray) -> Quadratic:
@@ -211,8 +229,7 @@ def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
     q = hessian.shape[0]
     step = np.eye(q) - alpha * hessian
     sigma_rho = (x * rho[:, None] ** 2).T @ x / problem.n
-    outer_rows = np.einsum("ij,ik->ijk", x, x).reshape(problem.n, -1)       # vec(x~ x~^T)
-    cross_map = outer_rows.T @ (x * rho[:, None]) / problem.n             # (q^2, q)
+    cross_map = _outer_products(x, x * rho[:, None]) / problem.n           # (q^2, q)
     best = problem.best_loss(loss_scale)
     errors = np.atleast_2d(np.asarray(theta0, np.float64)) - problem.optimum
     mean, second = errors.mean(axis=0), errors.T @ errors / len(errors)

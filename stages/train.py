@@ -21,7 +21,7 @@ def main(variant: str = "") -> None:
     config = configuration.load()
     from descent.data import check_datasets  # after the config check (pandas for a CSV)
 
-    datasets = check_datasets(config)
+    datasets = check_datasets(config, config.dtype)  # in the training dtype: one copy
     from descent import training  # numpy and numba; torch only for a torch engine
     from descent.engines.dispatch import resolve_device
     from descent.numbers import DIGITS

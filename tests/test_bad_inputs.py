@@ -202,8 +202,18 @@ def test_bad_recipe_data_is_found_before_training(project, env, case):
         assert words in line and "recipes.airfoil." in line, line  # names the key to fix
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 NPY_FILES = {
     # name: (the array or bytes written to data/custom/mine.npy, words)
+    "a file cut short": (npy_bytes(np.ones((4, 6)))[:-20], "ends after 3 of its 4 rows"),
+    "Fortran order": (npy_bytes(np.asfortranarray(np.ones((4, 6)))), "Fortran-ordered"),
     "text named .npy": (b"a,b,c,d,e,y\n1,2,3,4,5,6\n", "is not a .npy array"),
     "an empty file": (b"", "is not a .npy array"),
     "a 1-d array": (np.arange(12.0), "holds a 1-d float64 array"),
@@ -397,8 +407,8 @@ def test_data_beyond_float32_are_refused_by_training_in_float32(project, env):
                                                   "3,1,4,1,5,9\n")
     edit(project, "data: data/prepared/airfoil.npy", "data: data/custom/mine.csv")
     line = one_clear_line(project, env, "train", "gd")
-    assert "data/custom/mine.csv (recipe airfoil) has values up to 1e+100, beyond float32's " \
-           "range" in line and "dtype: float64" in line, line
+    assert "data/custom/mine.csv (set by recipes.airfoil.data) has values up to 1e+100, " \
+           "beyond float32's range" in line and "dtype: float64" in line, line
 
 
 def test_a_file_in_data_custom_is_a_dependency_of_the_stages_that_read_data(project, env):

@@ -23,6 +23,32 @@ def test_closed_form_matches_the_normal_equations():
     assert optimum["loss"] == pytest.approx(0.5 * np.mean(residuals ** 2), rel=1e-12)
 
 
+@pytest.mark.parametrize("case", ["well posed", "ill conditioned", "a constant column",
+                                  "a repeated column"])
+def test_the_streamed_normal_equations_give_scikit_learns_closed_form(monkeypatch, case):
+    """Above least_squares.STREAMED_ROWS rows the closed form comes from the normal
+    equations; where both routes run they write the same figures: the parameters agree to
+    one unit of the last digit kept (each route's error is about cond(X1'X1) eps, and
+    `digits` leaves three digits of margin above it), the rank exactly, and the loss to
+    the relative change that a last-digit difference in the parameters can make."""
+    from descent import least_squares
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3000, 3))
+    features = {"well posed": x, "ill conditioned": np.c_[x, x[:, 0] + 1e-4 * x[:, 1]],
+                "a constant column": np.c_[x, np.full(3000, 3.0)],
+                "a repeated column": np.c_[x, x[:, 2]]}[case]
+    targets = features[:, :3] @ [1.5, -2.0, 0.25] + 3 + 0.1 * rng.normal(size=3000)
+    scikit = closed_form(features, targets, 0.5)
+    monkeypatch.setattr(least_squares, "STREAMED_ROWS", 0)
+    streamed = closed_form(features, targets, 0.5)
+    assert streamed["rank"] == scikit["rank"] and streamed["digits"] == scikit["digits"]
+    theta = np.r_[scikit["weights"], scikit["bias"]]
+    unit = 10.0 ** (np.floor(np.log10(np.abs(theta).max())) - (scikit["digits"] - 1))
+    assert np.abs(np.r_[streamed["weights"], streamed["bias"]] - theta).max() <= unit * 1.0001
+    assert streamed["loss"] == pytest.approx(scikit["loss"], rel=1e-6)
+
+
 def test_the_airfoil_closed_form_loss_is_the_published_one(airfoil_file, tmp_path):
     from descent.data import prepare
 

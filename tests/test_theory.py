@@ -161,3 +161,18 @@ def test_the_b_crit_fit_recovers_points_on_the_hyperbola():
     assert s_fit == pytest.approx(s_min, rel=1e-9) and e_fit == pytest.approx(e_min, rel=1e-9)
     steps = s_min + e_min / batches
     assert np.allclose((steps / s_min - 1) * (batches * steps / e_min - 1), 1)
+
+
+def test_the_fourth_moment_summed_a_block_of_rows_at_a_time_is_the_whole_sum(monkeypatch):
+    """S and the cross map never hold an N x q^2 matrix: summed over blocks of rows they
+    equal the one product, up to the float64 rounding of a reordered sum (relative 1e-13:
+    sums of 100 products of order 1-100)."""
+    rng = np.random.default_rng(3)
+    features, targets = rng.normal(size=(100, 3)), rng.normal(size=100)
+    whole = theory.quadratic(features, targets)
+    rows = np.einsum("ij,ik->ijk", whole.design, whole.design).reshape(100, -1)
+    expected = rows.T @ rows / 100
+    assert np.array_equal(whole.fourth, expected)  # one block: the very same product
+    monkeypatch.setattr(theory, "BLOCK_ROWS", 7)
+    blocked = theory.quadratic(features, targets)
+    np.testing.assert_allclose(blocked.fourth, expected, rtol=1e-13, atol=1e-13)
