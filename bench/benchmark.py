@@ -153,9 +153,9 @@ def _sweep_grid_cost() -> list[dict]:
             "grid": lambda: train_runs(x, y, np.zeros((runs, x.shape[1] + 1)), grid,
                                        grid_made, lrs=lrs),
             "single": lambda: timed_runs("compiled", x, y, single, made=single_made)}, 7)
-        updates = len(grid_made.batch_sizes)
+        updates = grid_made.updates
         row = {"batch_size": batch,
-               "single_ns_per_update": best["single"] / len(single_made.batch_sizes) * 1e9,
+               "single_ns_per_update": best["single"] / single_made.updates * 1e9,
                "grid_ns_per_run_update": best["grid"] / (updates * runs) * 1e9}
         row["ratio"] = row["grid_ns_per_run_update"] / row["single_ns_per_update"]
         rows.append(row)

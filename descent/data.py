@@ -99,8 +99,9 @@ def generate(spec: SyntheticSet) -> tuple[np.ndarray, np.ndarray]:
         for j in range(1, p):
             target = target + features[:, j] * spec.weights[j]
         target = target + spec.bias + spec.noise_std * rng.standard_normal(n)
-    check_magnitude(np.c_[features, target], f"synthetic.{spec.name}",
-                    f"use smaller features, weights, bias or noise_std in synthetic.{spec.name}")
+    for values in (features, target):
+        check_magnitude(values, f"synthetic.{spec.name}", "use smaller features, weights, "
+                        f"bias or noise_std in synthetic.{spec.name}")
     return features, target
 
 
@@ -110,7 +111,8 @@ LARGEST_VALUE = 1e150
 
 
 def check_magnitude(values: np.ndarray, what: str, fix: str) -> None:
-    largest = float(np.max(np.abs(values))) if values.size else 0.0
+    # max and min: no |values| copy; a NaN anywhere makes them NaN
+    largest = max(-float(values.min()), float(values.max())) if values.size else 0.0
     if not largest <= LARGEST_VALUE:  # also catches inf and NaN
         raise UserError(f"{what} has values up to {largest:.3g}, beyond {LARGEST_VALUE:g}: "
                         f"their squares (the loss) overflow float64; {fix}")

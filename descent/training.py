@@ -82,7 +82,7 @@ def seeded_runs(config: Config, recipe: Recipe, variant: str, features: np.ndarr
                       np.asarray(targets, dtype=config.dtype),
                       starts(recipe, features.shape[1], seeds), plan, schedule,
                       engine=config.train.engine, device=device, progress=progress)
-    examples = np.r_[0, np.cumsum(schedule.batch_sizes)][runs.log_updates]
+    examples = schedule.examples_after(runs.log_updates)
     return SeededRuns(plan, list(seeds), runs, examples)
 
 

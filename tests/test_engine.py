@@ -112,6 +112,28 @@ def test_schedule_visits_every_example_once_per_epoch_and_keeps_the_short_batch(
     assert list(seen[schedule.log_after - 1]) == [10, 20, 23, 33, 43, 46, 51, 61, 69]
 
 
+def test_logging_points_are_where_the_examples_seen_pass_a_multiple_or_an_epoch_ends():
+    """The schedule finds its logging points per epoch, without a per-update array: held
+    against the rule written per update (a point after each update whose examples seen
+    reach or pass a multiple of log_every, and after each epoch's last), on 2000 random
+    shapes, short batches and drop_last included, and with the examples seen there."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n, m, every = (int(v) for v in rng.integers(1, [60, 70, 90]))
+        plan = Plan(n_examples=n, batch_size=m, epochs=int(rng.integers(1, 5)), lr=0.1,
+                    log_every=every, drop_last=bool(rng.integers(0, 2)))
+        sizes = [min(m, n)] * (n // min(m, n)) + ([n % min(m, n)] if n % min(m, n)
+                                                  and not plan.drop_last else [])
+        per_update = np.tile(sizes, plan.epochs).astype(int)
+        seen = np.cumsum(per_update)
+        epoch_end = (np.arange(len(per_update)) + 1) % max(1, len(sizes)) == 0
+        expected = np.flatnonzero((seen // every > (seen - per_update) // every)
+                                  | epoch_end) + 1
+        schedule = make_schedule(plan, np.random.default_rng(0))
+        np.testing.assert_array_equal(schedule.log_after, expected)
+        np.testing.assert_array_equal(schedule.examples_after(expected), seen[expected - 1])
+
+
 def test_schedule_drop_last_and_no_shuffle():
     plan = Plan(n_examples=23, batch_size=5, epochs=2, lr=0.1, shuffle=False, drop_last=True)
     schedule = make_schedule(plan, np.random.default_rng(0))

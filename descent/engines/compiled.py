@@ -98,7 +98,7 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> R
     in_parallel(block, workers)
     seconds = time.perf_counter() - started
     if progress:
-        progress(len(schedule.batch_sizes) * runs)
+        progress(schedule.updates * runs)
     return Runs(schedule.log_updates, record.losses, record.states, record.diverged_at,
                 seconds)
 
@@ -242,7 +242,7 @@ def _check_fit(features, targets, thetas, plan, schedule) -> None:
             and _orders_fit(schedule, len(thetas), plan.epochs, n)
             and schedule.log_after.dtype == np.int64
             and thetas.shape[1:] == (p + 1,)
-            and len(schedule.batch_sizes) == total_updates(plan)):
+            and schedule.updates == total_updates(plan)):
         raise ValueError(
             f"the compiled kernel needs float32/float64 ({n}, {p}) features and ({n},) "
             f"targets of one dtype, (R, {p + 1}) starts and the int schedule of this plan "

@@ -84,23 +84,49 @@ class Plan:
 class Schedule:
     """Which examples each update uses, and after which updates to log.
 
+    Every epoch cuts its order into the same batches (`epoch_sizes`), so nothing is kept per
+    update: the per-update figures the torch backends index are derived when asked.
     The example orders are either all here (`order`) or drawn run by run when a backend
     needs them (`orders`), from each run's generator: then a run's orders live only while
     it runs, and R runs hold the memory of the few that run at once, not R x epochs x N.
     """
     order: np.ndarray | None     # (epochs, N) example indices ((R, epochs, N) for R runs);
                                  # None: drawn by `orders`
-    batch_sizes: np.ndarray      # (updates,) examples in each update
-    starts: np.ndarray           # (updates,) offset of each batch within its epoch's order
-    epochs_of: np.ndarray        # (updates,) epoch (0-based) of each update
+    epoch_sizes: np.ndarray      # (batches an epoch,) examples in each batch of an epoch
+    epochs: int
     log_after: np.ndarray        # (points,) update counts (1-based) after which to log
     plan: Plan | None = None     # what `orders` draws for
     generators: list | None = None  # each run's generator, never advanced (copies draw)
+
+    @property
+    def updates(self) -> int:
+        return self.epochs * len(self.epoch_sizes)
 
     @functools.cached_property
     def log_updates(self) -> np.ndarray:
         """Update counts at the logging points, the start (0) first."""
         return np.concatenate([np.zeros(1, np.int64), self.log_after])
+
+    def examples_after(self, updates: np.ndarray) -> np.ndarray:
+        """Examples seen after each of these update counts."""
+        per_epoch, updates = len(self.epoch_sizes), np.asarray(updates, np.int64)
+        within = np.r_[0, np.cumsum(self.epoch_sizes)]
+        return (updates // per_epoch) * within[-1] + within[updates % per_epoch]
+
+    @functools.cached_property
+    def batch_sizes(self) -> np.ndarray:
+        """(updates,) examples in each update."""
+        return np.tile(self.epoch_sizes, self.epochs)
+
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        """(updates,) offset of each batch within its epoch's order."""
+        return np.tile(np.r_[0, np.cumsum(self.epoch_sizes)[:-1]], self.epochs)
+
+    @functools.cached_property
+    def epochs_of(self) -> np.ndarray:
+        """(updates,) epoch (0-based) of each update."""
+        return np.repeat(np.arange(self.epochs), len(self.epoch_sizes))
 
     def orders(self, runs: slice) -> np.ndarray:
         """(k, epochs, N) orders of these runs: held, or drawn now (the same every time:
@@ -182,20 +208,34 @@ def epoch_sizes(plan: Plan) -> list[int]:
     return [size] * full + ([short] if short else [])
 
 
-def layout(plan: Plan, order: np.ndarray, log_after=None) -> Schedule:
+def layout(plan: Plan, order: np.ndarray | None, log_after=None) -> Schedule:
     """The schedule of these orders: logging after every log_every examples and at each
     epoch's end, or after the updates log_after names."""
-    per_epoch = epoch_sizes(plan)
-    batch_sizes = np.tile(per_epoch, plan.epochs)
-    starts = np.tile(np.concatenate([[0], np.cumsum(per_epoch)[:-1]]), plan.epochs)
-    epochs_of = np.repeat(np.arange(plan.epochs), len(per_epoch))
-    if log_after is not None:
-        return Schedule(order, batch_sizes, starts, epochs_of, log_after)
-    seen = np.cumsum(batch_sizes)
-    crossed = seen // plan.log_every > (seen - batch_sizes) // plan.log_every
-    epoch_end = np.r_[epochs_of[1:] != epochs_of[:-1], True]
-    log_after = np.flatnonzero(crossed | epoch_end) + 1
-    return Schedule(order, batch_sizes, starts, epochs_of, log_after)
+    sizes = np.array(epoch_sizes(plan), np.int64)
+    if log_after is None:
+        log_after = logging_points(sizes, plan.epochs, plan.log_every)
+    return Schedule(order, sizes, plan.epochs, log_after)
+
+
+def logging_points(sizes: np.ndarray, epochs: int, log_every: int) -> np.ndarray:
+    """Update counts (1-based) after which the seen examples pass a multiple of log_every,
+    and each epoch's last: O(points) memory, not O(updates), whatever the run's length.
+
+    In an epoch of full batches of m (then a short one, its last) that starts after `base`
+    examples, the multiple t * log_every is passed by batch ceil((t * log_every - base) / m).
+    """
+    if not len(sizes):  # drop_last with a batch above N: no updates
+        return np.zeros(0, np.int64)
+    m, per_epoch, total = int(sizes[0]), len(sizes), int(sizes.sum())
+    full = per_epoch - (per_epoch > 1 and sizes[-1] != m)  # batches of m an epoch
+    points = []
+    for epoch in range(epochs):
+        base = epoch * total
+        first, last = base // log_every + 1, (base + full * m) // log_every
+        multiples = np.arange(first, last + 1, dtype=np.int64) * log_every
+        batches = np.unique(-((base - multiples) // m))  # ceil((t L - base) / m)
+        points.append(epoch * per_epoch + np.r_[batches[batches < per_epoch], per_epoch])
+    return np.concatenate(points).astype(np.int64) if points else np.zeros(0, np.int64)
 
 
 def loss_cap(dtype, n, loss_scale) -> float:

@@ -332,8 +332,8 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Ru
     diverged_at = np.full(runs, -1)
     active = np.arange(runs)                       # the runs still going
     state = torch.cat([thetas, torch.ones(runs, 1, device=device, dtype=dtype)], dim=1)
-    total, done, elapsed, point = len(schedule.batch_sizes), 0, 0.0, 1
-    size = chunk_updates(p, features.element_size(), int(schedule.batch_sizes.max()), runs,
+    total, done, elapsed, point = schedule.updates, 0, 0.0, 1
+    size = chunk_updates(p, features.element_size(), int(schedule.epoch_sizes.max()), runs,
                          device)
     # A chunk is a fixed number of updates, whatever the logging interval: a segment (the
     # updates between two logging points) cut by a chunk's end is carried, as its partial
