@@ -150,10 +150,12 @@ def write_table(path: Path, features: np.ndarray, target: np.ndarray) -> None:
 
 
 def load_dataset(path: Path, n_features: int | None = None, key: str = "",
-                 dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+                 dtype=np.float64, ones: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A data file: feature columns, then the target as the last column; a .npy (2-d
     float32 or float64, read a block of rows at a time) or a CSV with a header. Returns
-    (features (N, p), targets (N,)), each C-contiguous in `dtype`.
+    (features (N, p), targets (N,)), each C-contiguous in `dtype`; with `ones`, the
+    features with a column of ones after them (N, p+1): the design matrix, made as the
+    file is read (no second copy).
 
     Every way a file can be wrong (missing, a folder, empty, not the format, wrong columns,
     non-numeric or non-finite values) is one clear UserError naming the file and `key`.
@@ -166,13 +168,14 @@ def load_dataset(path: Path, n_features: int | None = None, key: str = "",
     if not path.is_file():
         raise UserError(f"{name}{where} is a folder, not a data file; point it at a file")
     if path.suffix == ".npy":
-        features, targets, low, high = _read_npy(path, name + where, n_features, dtype)
+        features, targets, low, high = _read_npy(path, name + where, n_features, dtype, ones)
         _check_values(low, high, name + where, dtype)
         return features, targets
     values = _read_csv(path, name + where)
     _check_columns(values.shape, name + where, n_features)
     _check_values(float(values.min()), float(values.max()), name + where, dtype)
-    return (np.ascontiguousarray(values[:, :-1], dtype=dtype),
+    features = values[:, :-1] if not ones else np.c_[values[:, :-1], np.ones(len(values))]
+    return (np.ascontiguousarray(features, dtype=dtype),
             np.ascontiguousarray(values[:, -1], dtype=dtype))
 
 
@@ -200,7 +203,7 @@ def _check_columns(shape: tuple[int, int], name: str, n_features: int | None) ->
         raise UserError(f"{name} has {rows} data row(s); a fit needs at least 2, add rows")
 
 
-def _read_npy(path: Path, name: str, n_features: int | None, dtype
+def _read_npy(path: Path, name: str, n_features: int | None, dtype, ones: bool
               ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """The .npy's features and targets in `dtype`, read a block of rows at a time (its
     float64 rows are never all in memory beside the copy), and its smallest and largest
@@ -221,7 +224,9 @@ def _read_npy(path: Path, name: str, n_features: int | None, dtype
                             "columns, then the target")
         _check_columns(shape, name, n_features)
         n, columns = shape
-        features, targets = np.empty((n, columns - 1), dtype), np.empty(n, dtype)
+        features, targets = np.empty((n, columns - 1 + ones), dtype), np.empty(n, dtype)
+        if ones:
+            features[:, -1] = 1
         rows = max(1, BLOCK_BYTES // (columns * stored.itemsize))
         low, high = np.inf, -np.inf
         for start in range(0, n, rows):
@@ -235,7 +240,7 @@ def _read_npy(path: Path, name: str, n_features: int | None, dtype
             if not (np.isfinite(low) and np.isfinite(high)) \
                     or max(-low, high) > float(np.finfo(dtype).max):
                 return features, targets, low, high  # refused by the caller
-            features[start:start + count] = block[:, :-1]
+            features[start:start + count, :columns - 1] = block[:, :-1]
             targets[start:start + count] = block[:, -1]
     return features, targets, low, high
 
@@ -268,7 +273,7 @@ def _read_csv(path: Path, name: str) -> np.ndarray:
         raise UserError(f"{name} has non-numeric values; fix the file") from None
 
 
-def load_recipe_data(config: Config, recipe: Recipe, dtype=np.float64
+def load_recipe_data(config: Config, recipe: Recipe, dtype=np.float64, ones: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
     path = ROOT / recipe.data
     if not path.exists() and config.is_pipeline_output(recipe.data):
@@ -279,20 +284,22 @@ def load_recipe_data(config: Config, recipe: Recipe, dtype=np.float64
         raise UserError(f"{recipe.data} (set by recipes.{recipe.name}.data) links to "
                         f"{path.resolve()}, outside the project, where DVC does not track it; "
                         "copy the file into the project instead")
-    return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data", dtype)
+    return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data", dtype,
+                        ones)
 
 
-def check_datasets(config: Config, dtype=np.float64
+def check_datasets(config: Config, dtype=np.float64, ones: bool = False
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every recipe's data, loaded in `dtype` and checked before any training starts."""
+    """Every recipe's data, loaded in `dtype` (with `ones`: as design matrices, see
+    load_dataset) and checked before any training starts."""
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for recipe in config.recipes.values():
-        features, targets = loaded[recipe.name] = load_recipe_data(config, recipe, dtype)
-        fixed = recipe.init.weights.fixes
-        if fixed not in (None, features.shape[1]):
+        features, targets = loaded[recipe.name] = load_recipe_data(config, recipe, dtype, ones)
+        fixed, width = recipe.init.weights.fixes, features.shape[1] - ones
+        if fixed not in (None, width):
             raise UserError(f"params.yaml: recipes.{recipe.name}.init.weights lists "
-                            f"{fixed} numbers but {recipe.data} has "
-                            f"{features.shape[1]} features; give one per feature")
+                            f"{fixed} numbers but {recipe.data} has {width} features; give "
+                            "one per feature")
     return loaded
 
 

@@ -100,7 +100,12 @@ def _outer_products(design: np.ndarray, right: np.ndarray | None = None) -> np.n
 
 
 def quadratic(features: np.ndarray, targets: np.ndarray) -> Quadratic:
-    design = np.c_[np.asarray(features, np.float64), np.ones(len(targets))]
+    return from_design(np.c_[np.asarray(features, np.float64), np.ones(len(targets))],
+                       targets)
+
+
+def from_design(design: np.ndarray, targets: np.ndarray) -> Quadratic:
+    """The problem of a float64 design matrix [X, 1] (descent.data loads one directly)."""
     targets = np.asarray(targets, np.float64)
     return Quadratic(design, targets, design.T @ design / len(targets))
 

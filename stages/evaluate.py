@@ -22,9 +22,11 @@ def main() -> None:
     config = configuration.load()
     from descent.data import check_datasets
     from descent.judge import judge_all, load_closed_form
-    from descent.theory import quadratic
+    from descent.theory import from_design
 
-    problems = {name: quadratic(*data) for name, data in check_datasets(config).items()}
+    # Each data set read as its design matrix [X, 1]: theory's problem, without a copy.
+    problems = {name: from_design(*data)
+                for name, data in check_datasets(config, ones=True).items()}
     judged = judge_all(config, load_closed_form(config.recipes), problems)
     for name, frame in judged.bands.items():
         # the exact expected loss, where a recipe's batches are drawn with replacement

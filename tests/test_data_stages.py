@@ -188,3 +188,30 @@ def test_a_set_too_large_for_memory_is_refused_before_anything_is_written(tmp_pa
                                         r"above this machine's limit"):
         data.synthesize(sets, tmp_path)
     assert not tmp_path.joinpath("line_minus5x.npy").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_a_data_file_reads_as_features_or_as_its_design_matrix(tmp_path, suffix):
+    """load_dataset gives C-contiguous features and targets in the dtype asked (float32:
+    each value rounded once, as numpy's cast does), or the design matrix [X, 1]; a .npy is
+    read a block of rows at a time (here blocks of 3 rows of 7)."""
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(10, 3))
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".npy":
+        data.write_table(path, table[:, :2], table[:, 2])
+    else:
+        path.write_text("a,b,y\n" + "".join(",".join(repr(float(v)) for v in row) + "\n"
+                                             for row in table))
+    original = data.BLOCK_BYTES
+    data.BLOCK_BYTES = 3 * 3 * 8
+    try:
+        features, targets = data.load_dataset(path, 2, dtype=np.float32)
+        design, wide = data.load_dataset(path, 2, ones=True)
+    finally:
+        data.BLOCK_BYTES = original
+    assert features.flags.c_contiguous and features.dtype == np.float32
+    np.testing.assert_array_equal(features, table[:, :2].astype(np.float32))
+    np.testing.assert_array_equal(targets, table[:, 2].astype(np.float32))
+    np.testing.assert_array_equal(design, np.c_[table[:, :2], np.ones(10)])
+    np.testing.assert_array_equal(wide, table[:, 2])
