@@ -362,3 +362,34 @@ def test_the_divergence_rule_is_one_rule_in_both_backends():
                     got = statistics.sound(torch.as_tensor(theta32)[None], np.array([loss]),
                                            torch_limit)[0]
                     assert bool(got) == bool(expected), (start, blowup, theta, loss)
+
+
+@pytest.mark.parametrize("p, batch_size", [(9, 7), (12, 40), (8, 5), (3, 7)])
+def test_each_update_is_the_sequential_sum_bit_for_bit(p, batch_size):
+    """The kernel's update, bit for bit, against the rule written one float32 operation at a
+    time: each row's residual summed over the features in order, the gradient summed over
+    the batch's rows in order. From 8 features up the kernel computes 4 rows' residuals side
+    by side (LANES): that may change its speed, never a bit."""
+    n, epochs = 40, 2
+    features, targets, thetas0, orders = make_problem(n, p, 2, epochs, seed=p, dtype=np.float32)
+    lr = np.float32(0.5 * stable_lr(features, 0.5))
+    logged, _, _ = descend(features, targets, thetas0, orders, batch_size, False, float(lr),
+                           np.array([epochs * -(-n // batch_size)]), 1e300, 0.5)
+    for run in range(2):
+        theta = thetas0[run].copy()
+        for epoch in range(epochs):
+            for start in range(0, n, batch_size):
+                rows = orders[run, epoch, start:start + batch_size]
+                step = np.float32(float(lr) / len(rows))
+                grad = np.zeros(p + 1, np.float32)
+                for k in rows:
+                    dot = features[k, 0] * theta[0]
+                    for c in range(1, p):
+                        dot = dot + features[k, c] * theta[c]
+                    r = dot + theta[p] - targets[k]
+                    for c in range(p):
+                        grad[c] = grad[c] + r * features[k, c]
+                    grad[p] = grad[p] + r
+                theta = theta - step * grad if len(rows) > 1 else \
+                    np.r_[theta[:p] - step * (r * features[rows[0]]), theta[p] - step * r]
+        np.testing.assert_array_equal(logged[run, -1], theta.astype(np.float32))

@@ -22,6 +22,9 @@ from descent.statistics import sufficient_statistics
 
 __all__ = ["compiled_runs", "descend"]
 
+LANES = 4  # rows of a batch whose residuals the kernel computes side by side
+LANE_FEATURES = 8  # from this many features up
+
 
 class Problem(NamedTuple):
     """The data every run of a call descends on, and what its whole-set loss needs."""
@@ -119,6 +122,7 @@ def _runs(problem, walk, thetas0, orders, steps, record):
     pad = 16
     work = np.zeros(3 * pad + 2 * (p + 1), features.dtype)
     theta, grad = work[pad:pad + p + 1], work[2 * pad + p + 1:2 * pad + 2 * p + 2]
+    rows, dots = np.empty(LANES, np.int64), np.empty(LANES, features.dtype)
     for run in range(thetas0.shape[0]):
         order, states, losses = orders[run], record.states[run], record.losses[run]
         for c in range(p + 1):
@@ -153,7 +157,26 @@ def _runs(problem, walk, thetas0, orders, steps, record):
             else:
                 for c in range(p + 1):
                     grad[c] = 0
-                for i in range(start, stop):
+                i = start
+                # LANES rows at a time: their residuals are independent chains of sums that
+                # the CPU overlaps; the gradient still adds them in row order (same bits).
+                # Below LANE_FEATURES features the chains are short and this costs more
+                # than it saves (bench/README.md).
+                while p >= LANE_FEATURES and i + LANES <= stop:
+                    for lane in range(LANES):
+                        rows[lane] = order[epoch, i + lane]
+                        dots[lane] = features[rows[lane], 0] * theta[0]
+                    for c in range(1, p):
+                        for lane in range(LANES):
+                            dots[lane] += features[rows[lane], c] * theta[c]
+                    for lane in range(LANES):
+                        k = rows[lane]
+                        r = dots[lane] + theta[p] - targets[k]
+                        for c in range(p):
+                            grad[c] += r * features[k, c]
+                        grad[p] += r
+                    i += LANES
+                for i in range(i, stop):
                     k = order[epoch, i]
                     dot = features[k, 0] * theta[0]
                     for c in range(1, p):
