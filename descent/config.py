@@ -69,6 +69,7 @@ class Train:
     engine: str
     log_every: int                   # examples between logged whole-set losses
     blowup: float                    # a loss above blowup x the initial loss = diverged
+    cluster: str = "none"            # where blocks of runs go: none, local or tcp://host:port
 
 
 # How a run's first parameters are drawn: one class per way, each able to draw itself from
@@ -202,7 +203,9 @@ class Config:
         if r.with_replacement:  # (only then: the digests from before this key stay valid)
             written["with_replacement"] = True
         shaping = {"seed": self.seed, "seeds": self.seeds, "dtype": self.dtype,
-                   "train": asdict(self.train), "recipe": written,
+                   # where the runs ran (train.cluster) does not change them
+                   "train": {key: value for key, value in asdict(self.train).items()
+                             if key != "cluster"}, "recipe": written,
                    "steps": asdict(self.steps(variant, recipe)),
                    "batch_size": self.batch_size if variant == "minibatch" else None}
         text = json.dumps(shaping, sort_keys=True)
@@ -390,6 +393,14 @@ def loss(value: Any, key: str) -> Loss:
 DATA_SUFFIXES = (".npy", ".csv")  # the pipeline's own sets are .npy; yours may be text
 
 
+def cluster_address(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not (value in ("none", "local")
+                                          or re.fullmatch(r"(tcp|tls)://[^\s/]+:\d+", value)):
+        raise _fail(key, value, "must be none, local or a dask scheduler's address "
+                    "(tcp://host:8786)")
+    return value
+
+
 def data_path(value: Any, key: str) -> str:
     """Its form only; which folders a recipe may read is a rule across sections."""
     if not isinstance(value, str) or not value.endswith(DATA_SUFFIXES) \
@@ -483,7 +494,11 @@ TRAIN = (
                                    "affine or loop (the tutorials' own)"),
     Key("log_every", integer(1), "examples between logged whole-set losses"),
     Key("blowup", number(lambda v: v > 1, "must be a number above 1"),
-        "a logged loss above blowup x the initial loss = diverged"))
+        "a logged loss above blowup x the initial loss = diverged"),
+    Key("cluster", cluster_address, "none (threads here), local (a dask LocalCluster here) "
+                                    "or a dask scheduler, tcp://host:8786: where the compiled "
+                                    "engine's blocks of runs go (the same runs, bit for bit)",
+        "none"))
 INIT = (
     Key("weights", init_weights, "a list (one per feature), {normal_std: s} or "
                                  "torch_default (nn.Linear's own)",

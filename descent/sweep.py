@@ -62,8 +62,9 @@ def grid_plan(n: int, batch: int, budget: int, lr: float, gradient_scale: float 
 
 def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
                 target: float, gradient_scale: float, loss_scale: float, start,
-                problem: theory.Quadratic) -> Grid:
-    """One batch size's grid, in one engine call (runs: learning rates x seeds)."""
+                problem: theory.Quadratic, cluster: str = "none") -> Grid:
+    """One batch size's grid, in one engine call (runs: learning rates x seeds; on a dask
+    cluster's workers if one is named)."""
     n = len(targets)
     # Rounded to 8 digits: the grid's rates (and so every run's bits) do not depend on the
     # last bits LAPACK's eigenvalues have on this CPU.
@@ -75,7 +76,7 @@ def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
     generators = [np.random.default_rng([seed, batch]) for _ in lrs for seed in range(seeds)]
     schedule = make_schedule(plan, generators, lazy=True)
     runs = train_runs(features, targets, np.tile(start, (len(generators), 1)), plan, schedule,
-                      lrs=np.repeat(lrs, seeds))
+                      lrs=np.repeat(lrs, seeds), cluster=cluster)
     reached = runs.losses <= target                      # NaN (diverged) compares False
     within = runs.log_updates <= budget
     first = np.where((reached & within).any(axis=1), runs.log_updates[np.argmax(
@@ -129,7 +130,7 @@ def theta_at_loss(problem: theory.Quadratic, start: np.ndarray, loss: float,
                     "sweep.target_excess")
 
 
-def sweep_recipe(settings, recipe, features, targets, dtype: str
+def sweep_recipe(settings, recipe, features, targets, dtype: str, cluster: str = "none"
                  ) -> tuple[dict, list[dict], list[dict]]:
     """One recipe's sweep: its headline for metrics/sweep.json, a row per grid point, and a
     row per batch size at its best learning rate with the fitted steps (the DVC plot)."""
@@ -152,7 +153,7 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str
     x, y = np.asarray(features, dtype), np.asarray(targets, dtype)
     grids = [sweep_batch(x, y, batch, settings.lr_factors, settings.seeds, settings.budget,
                          target, recipe.gradient_loss.scale, recipe.loss.scale, start,
-                         problem) for batch in sorted(settings.batch_sizes)]
+                         problem, cluster) for batch in sorted(settings.batch_sizes)]
     rows, points = [], []
     for grid in grids:
         best, mean = grid.best()

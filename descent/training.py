@@ -81,7 +81,8 @@ def seeded_runs(config: Config, recipe: Recipe, variant: str, features: np.ndarr
     runs = train_runs(np.asarray(features, dtype=config.dtype),
                       np.asarray(targets, dtype=config.dtype),
                       starts(recipe, features.shape[1], seeds), plan, schedule,
-                      engine=config.train.engine, device=device, progress=progress)
+                      engine=config.train.engine, device=device, progress=progress,
+                      cluster=config.train.cluster)
     examples = schedule.examples_after(runs.log_updates)
     return SeededRuns(plan, list(seeds), runs, examples)
 

@@ -29,7 +29,7 @@ def main() -> None:
         recipe = config.recipes[name]
         features, targets = load_recipe_data(config, recipe)
         headline[name], rows, best = sweep_recipe(config.sweep, recipe, features, targets,
-                                                  config.dtype)
+                                                  config.dtype, config.train.cluster)
         write_csv(ROOT / paths.sweep_plot(name), pd.DataFrame(rows), float_format="%.7g")
         write_csv(ROOT / paths.sweep_best(name), pd.DataFrame(best), float_format="%.7g")
         drawn[name] = headline[name], rows, best

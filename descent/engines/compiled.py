@@ -53,16 +53,22 @@ class Record(NamedTuple):
     diverged_at: np.ndarray  # (R,) int64 first unsound update; -1 none, 0 the start
 
 
-def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
+def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs,
+                  cluster: str | None = None, statistics=None) -> Runs:
     """engine `compiled`: R runs on the CPU, run r from thetas[r] at learning rate lrs[r]
     with the order schedule.order[r]; every update exact and in order (the kernel), the
     whole-set losses from the float64 sufficient statistics, a divergence located exactly by
-    replaying its interval. A run with an unsound start has diverged_at 0."""
+    replaying its interval. A run with an unsound start has diverged_at 0.
+
+    cluster: None or "none" (threads in this process), or a dask scheduler's address (or
+    "local": a LocalCluster here) whose workers take blocks of runs: the same runs, bit for
+    bit (descent.engines.cluster). statistics: the data's (gram, cross, yy), when they are
+    known already (a block on a worker)."""
     x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
     thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
     _check_fit(x, y, thetas, plan, schedule)
     n, runs = len(y), len(thetas)
-    gram, cross, yy = sufficient_statistics(x, y)
+    gram, cross, yy = sufficient_statistics(x, y) if statistics is None else statistics
     problem = Problem(x, y, gram, cross, float(yy), float(plan.loss_scale),
                       loss_cap(x.dtype, n, plan.loss_scale))
     m = min(plan.batch_size, n)
@@ -75,35 +81,52 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs) -> R
     points = len(schedule.log_after) + 1
     record = Record(np.full((runs, points, x.shape[1] + 1), np.nan, x.dtype),
                     np.full((runs, points), np.nan), np.full(runs, -1, np.int64))
-    # The runs in contiguous blocks, one per usable core. The kernel releases the GIL
-    # (nogil), so the blocks run in parallel; one build serves one run and many (numba's
-    # `parallel=True` would be a second, slower compilation).
-    workers = min(runs, cores())
-    bounds = [runs * k // workers for k in range(workers + 1)]
-
-    def block(index: int) -> None:
-        if schedule.order is not None:  # every run's orders held: the block in one call
-            part = slice(bounds[index], bounds[index + 1])
-            _runs(problem, walk, thetas[part], schedule.order[part], steps[part],
-                  Record(*(array[part] for array in record)))
-            return
-        for run in range(bounds[index], bounds[index + 1]):  # drawn as each run starts
-            part = slice(run, run + 1)
-            _runs(problem, walk, thetas[part], schedule.orders(part), steps[part],
-                  Record(*(array[part] for array in record)))
-
     # compile or load from cache, untimed (rows read in order are a read-only view: another
     # build of the kernel)
     held = schedule.order
     _load_kernel(x.dtype, index_dtype(n) if held is None else held.dtype,
                  held is None or held.flags.c_contiguous)
     started = time.perf_counter()
-    in_parallel(block, workers)
+    if cluster in (None, "none"):
+        # The runs in contiguous blocks, one per usable core. The kernel releases the GIL
+        # (nogil), so the blocks run in parallel; one build serves one run and many
+        # (numba's `parallel=True` would be a second, slower compilation).
+        workers = min(runs, cores())
+        bounds = [runs * k // workers for k in range(workers + 1)]
+
+        def block(index: int) -> None:
+            if schedule.order is not None:  # every run's orders held: the block in one call
+                part = slice(bounds[index], bounds[index + 1])
+                _runs(problem, walk, thetas[part], schedule.order[part], steps[part],
+                      Record(*(array[part] for array in record)))
+                return
+            for run in range(bounds[index], bounds[index + 1]):  # drawn as each run starts
+                part = slice(run, run + 1)
+                _runs(problem, walk, thetas[part], schedule.orders(part), steps[part],
+                      Record(*(array[part] for array in record)))
+
+        in_parallel(block, workers)
+    else:  # blocks of runs, each this function on a dask worker: the same runs, bit for bit
+        from descent.engines.cluster import map_blocks
+
+        blocks = [slice(first, min(runs, first + CLUSTER_BLOCK_RUNS))
+                  for first in range(0, runs, CLUSTER_BLOCK_RUNS)]
+        done = map_blocks(cluster, compiled_runs, (x, y), [
+            (thetas[part], plan, schedule.part(part), None, lrs[part]) for part in blocks],
+            statistics=(gram, cross, yy))
+        for part, block_runs in zip(blocks, done):
+            record.states[part], record.losses[part] = block_runs.states, block_runs.losses
+            record.diverged_at[part] = block_runs.diverged_at
     seconds = time.perf_counter() - started
     if progress:
         progress(schedule.updates * runs)
     return Runs(schedule.log_updates, record.losses, record.states, record.diverged_at,
                 seconds)
+
+
+# Runs per block sent to a cluster: enough work per task to pay for its round trip, and
+# blocks enough to spread over the workers.
+CLUSTER_BLOCK_RUNS = 8
 
 
 @njit_cached(nogil=True)

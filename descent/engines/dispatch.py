@@ -16,7 +16,7 @@ from descent.io import UserError
 
 def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
                schedule: Schedule, engine: str = "auto", device: str = "cpu",
-               progress=None, lrs=None) -> Runs:
+               progress=None, lrs=None, cluster: str = "none") -> Runs:
     """R runs at once from thetas (R, p+1), in the dtype of features, on `device`;
     schedule.order is (R, epochs, N), one order per run; lrs (R,), one learning rate per run
     (default: plan.lr for every run). So one call trains a grid of learning rates x seeds,
@@ -25,7 +25,7 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     The compiled kernel takes all runs in one call (in parallel over runs, in threads), the
     affine scan in one batched scan, the literal loop one after another (both in
     descent.engines.torch_backends, which imports torch). Every run's iterates are the same
-    either way.
+    either way. cluster (compiled only): a dask scheduler whose workers take blocks of runs.
     """
     engine = choose_engine(engine, device)
     lrs = np.full(len(thetas), plan.lr) if lrs is None else np.asarray(lrs, np.float64)
@@ -35,7 +35,10 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     if engine == "compiled":
         from descent.engines.compiled import compiled_runs
 
-        runs = compiled_runs(features, targets, thetas, plan, schedule, progress, lrs)
+        runs = compiled_runs(features, targets, thetas, plan, schedule, progress, lrs, cluster)
+    elif cluster != "none":
+        raise UserError(f"train.cluster sends the compiled engine's runs; engine {engine} "
+                        "runs here: set train.cluster: none, or train.engine: compiled")
     else:
         from descent.engines.torch_backends import torch_runs
 

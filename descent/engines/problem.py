@@ -140,6 +140,12 @@ class Schedule:
             shuffled_order(self.plan, copy.deepcopy(generator), out=drawn[k])
         return drawn
 
+    def part(self, runs: slice) -> "Schedule":
+        """The schedule of these runs only (what a block of runs sent elsewhere needs)."""
+        if self.order is not None:
+            return dataclasses.replace(self, order=self.order[runs])
+        return dataclasses.replace(self, generators=self.generators[runs])
+
     def drawn(self) -> "Schedule":
         """This schedule with every run's orders held (the torch backends index them)."""
         if self.order is not None:
