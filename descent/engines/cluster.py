@@ -44,7 +44,9 @@ def map_blocks(address: str, function, shared: tuple, blocks: list[tuple], **opt
     """[function(*shared, *block, **options) for block in blocks], each call a task on the
     cluster's workers; `shared` (the data) is sent to every worker once."""
     connected = client(address)
-    data = connected.scatter(list(shared), broadcast=True)
+    # hash=False: fresh keys each call (two recipes on one data set would share hashed keys,
+    # and the first call's release would drop the second's data)
+    data = connected.scatter(list(shared), broadcast=True, hash=False)
     tasks = [connected.submit(function, *data, *block, pure=False, **options)
              for block in blocks]
     return connected.gather(tasks)
