@@ -6,7 +6,7 @@ A fresh copy of the project gets one more synthetic set and recipe, `big` (ROWS 
 normal features), with 16 seeds: GD 10 epochs, SGD and mini-batch 1 epoch, as the issue
 measures. Each stage's command is wrapped in GNU time, so the table gives every stage's
 wall-clock seconds and peak resident memory, beside the float32 size of the data. Not a
-test: nothing here asserts a speed. Prints a table and writes bench/scale.json.
+test: nothing here asserts a speed. Prints a table and writes bench/scale_ROWSxFEATURES.json.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def main(rows: int = 10**7, features: int = 10) -> None:
     data32 = rows * (features + 1) * 4
     result = {"rows": rows, "features": features, "dvc_repro_s": total,
               "float32_data_bytes": data32, "npy_bytes": size, "stages": stages}
-    write_json(ROOT / "bench/scale.json", result)
+    write_json(ROOT / f"bench/scale_{rows}x{features}.json", result)
     print(f"{rows} x {features}: dvc repro {total:.1f} s; float32 data {data32 / 2**20:.0f} "
           f"MiB, .npy {size / 2**20:.0f} MiB")
     print(f"{'stage':>18s}{'seconds':>9s}{'peak RSS MiB':>14s}{'peak / data':>12s}")

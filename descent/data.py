@@ -12,7 +12,6 @@ import numpy as np
 
 from descent.config import Config, Recipe, SyntheticSet
 from descent.io import ROOT, UserError, atomic_write, relative, write_json
-from descent.limits import check_memory
 from descent.paths import AIRFOIL_DATA
 
 COLUMNS = ("frequency", "angle_of_attack", "chord_length", "free_stream_velocity",
@@ -69,40 +68,79 @@ def standardize(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # --- synthetic sets --------------------------------------------------------------------
-def check_fits(spec: SyntheticSet) -> None:
-    """Refuse a set too large to generate, before any set is written."""
-    # features, target and the table written live at once.
-    check_memory(f"synthetic.{spec.name}", spec.n_rows * (len(spec.weights) + 1) * 3 * 8,
-                 f"lower synthetic.{spec.name}.n_rows")
+def check_fits(spec: SyntheticSet, folder: Path) -> None:
+    """Refuse a set too large for the disk (its file, and DVC's cached copy of it), before
+    any set is written; it is generated a block at a time, in little memory."""
+    import shutil
+
+    needed = 2 * spec.n_rows * (len(spec.weights) + 1) * 8
+    free = shutil.disk_usage(next(path for path in (folder, *folder.parents)
+                                  if path.exists())).free
+    if needed > free:
+        raise UserError(f"synthetic.{spec.name} would need about {needed / 2**30:.3g} GiB of "
+                        f"disk (its file and DVC's cached copy), more than the "
+                        f"{free / 2**30:.3g} GiB free here; lower synthetic.{spec.name}.n_rows")
 
 
 def generate(spec: SyntheticSet) -> tuple[np.ndarray, np.ndarray]:
-    """y = X w + b + noise_std * N(0, 1), from the set's own seeded generator."""
-    n, p = spec.n_rows, len(spec.weights)
+    """y = X w + b + noise_std * N(0, 1), from the set's own seeded generator: the features
+    drawn first, row by row, then the noise (what write_set streams, block by block)."""
     rng = np.random.default_rng(spec.seed)
-    kind, a, b = spec.features.kind, spec.features.a, spec.features.b
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+    features = _features(spec, rng, 0, spec.n_rows)
+    return features, _target(spec, features, rng.standard_normal(spec.n_rows))
+
+
+def _features(spec: SyntheticSet, rng: np.random.Generator, start: int, count: int
+              ) -> np.ndarray:
+    """Rows start..start+count-1 of the features (the generator's next count x p draws)."""
+    p, kind, a, b = len(spec.weights), spec.features.kind, spec.features.a, spec.features.b
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below
         if kind == "grid":  # a, a + b, a + 2b, ...: the same evenly spaced grid per feature
-            features = np.repeat((a + b * np.arange(n))[:, None], p, axis=1)
+            features = np.repeat((a + b * np.arange(start, start + count))[:, None], p, axis=1)
         elif kind == "uniform":
             try:
-                features = rng.uniform(a, b, size=(n, p))
+                features = rng.uniform(a, b, size=(count, p))
             except OverflowError:  # high - low beyond float64
                 raise UserError(f"params.yaml: synthetic.{spec.name}.features spans "
                                 f"{a:g} to {b:g}, wider than float64 holds; narrow "
                                 "it") from None
         else:
-            features = rng.normal(a, b, size=(n, p))
-        # X w column by column (elementwise IEEE products and sums, the same bits on every
-        # CPU; a BLAS product's order and fused multiply-adds depend on the CPU's kernel).
+            features = rng.normal(a, b, size=(count, p))
+    check_magnitude(features, f"synthetic.{spec.name}", "use smaller features, weights, "
+                    f"bias or noise_std in synthetic.{spec.name}")
+    return features
+
+
+def _target(spec: SyntheticSet, features: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    # X w column by column (elementwise IEEE products and sums, the same bits on every
+    # CPU; a BLAS product's order and fused multiply-adds depend on the CPU's kernel).
+    with np.errstate(over="ignore", invalid="ignore"):
         target = features[:, 0] * spec.weights[0]
-        for j in range(1, p):
+        for j in range(1, features.shape[1]):
             target = target + features[:, j] * spec.weights[j]
-        target = target + spec.bias + spec.noise_std * rng.standard_normal(n)
-    for values in (features, target):
-        check_magnitude(values, f"synthetic.{spec.name}", "use smaller features, weights, "
-                        f"bias or noise_std in synthetic.{spec.name}")
-    return features, target
+        target = target + spec.bias + spec.noise_std * noise
+    check_magnitude(target, f"synthetic.{spec.name}", "use smaller features, weights, "
+                    f"bias or noise_std in synthetic.{spec.name}")
+    return target
+
+
+def write_set(spec: SyntheticSet, path: Path) -> None:
+    """The set as generate() makes it, written a block of rows at a time (any size, in the
+    memory of one block). generate() draws the noise after all the features, so a second
+    generator first draws (and drops) every feature, to reach the noise."""
+    n, p = spec.n_rows, len(spec.weights)
+    rows = max(1, BLOCK_BYTES // ((p + 1) * 8))
+    draws, noise = np.random.default_rng(spec.seed), np.random.default_rng(spec.seed)
+    if spec.features.kind != "grid":  # (a grid draws nothing)
+        for start in range(0, n, rows):
+            _features(spec, noise, start, min(rows, n - start))
+
+    def block(start: int) -> np.ndarray:
+        count = min(rows, n - start)
+        features = _features(spec, draws, start, count)
+        return np.c_[features, _target(spec, features, noise.standard_normal(count))]
+
+    write_blocks(path, n, p + 1, rows, block)
 
 
 # Squares of the values are summed (the loss, the closed form's normal equations): beyond
@@ -133,18 +171,21 @@ def write_table(path: Path, features: np.ndarray, target: np.ndarray) -> None:
     """features then the target as one C-ordered float64 .npy (memory-mappable), written a
     block of rows at a time (no second copy of the set)."""
     n, p = features.shape
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
-              "fortran_order": False, "shape": (n, p + 1)}
     rows = max(1, BLOCK_BYTES // ((p + 1) * 8))
+    write_blocks(path, n, p + 1, rows, lambda start: np.c_[features[start:start + rows],
+                                                          target[start:start + rows]])
+
+
+def write_blocks(path: Path, n: int, columns: int, rows: int, block) -> None:
+    """An (n, columns) float64 .npy whose rows start..start+rows-1 are block(start)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)),
+              "fortran_order": False, "shape": (n, columns)}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as file:
             np.lib.format.write_array_header_1_0(file, header)
             for start in range(0, n, rows):
-                block = np.empty((min(rows, n - start), p + 1))
-                block[:, :p] = features[start:start + rows]
-                block[:, p] = target[start:start + rows]
-                file.write(block.tobytes())
+                file.write(np.ascontiguousarray(block(start), dtype=np.float64).tobytes())
 
     atomic_write(path, write)
 
@@ -322,8 +363,7 @@ def synthesize(sets: dict[str, SyntheticSet], folder: Path) -> None:
     """<name>.npy (x1..xd, then y) and <name>.json (the truth) for every set; sizes checked
     first."""
     for spec in sets.values():
-        check_fits(spec)
+        check_fits(spec, folder)
     for name, spec in sets.items():
-        features, target = generate(spec)
-        write_table(folder / f"{name}.npy", features, target)
+        write_set(spec, folder / f"{name}.npy")
         write_json(folder / f"{name}.json", truth(spec))
