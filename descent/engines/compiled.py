@@ -1,10 +1,11 @@
 """The compiled CPU backend: R independent runs of mini-batch gradient descent on a linear
 model, each an exact sequential chain of updates (numba), the runs in parallel threads.
 
-From the engine down: `compiled_runs` (the problem set up, blocks of runs in threads) ->
-`_runs` (the kernel: each run's updates, logging points and divergence replay; the update
-rule is in its loop). `descend` is the same computation on raw arrays, every argument
-checked, for direct use; tests/reference_descent.py writes it as plainly as possible.
+From the engine down: `compiled_runs` (the problem set up, blocks of runs in threads, or
+on a dask cluster's workers) -> `_runs` (the kernel: each run's updates, logging points and
+divergence replay; the update rule is in its loop). `descend` is the same computation on
+raw arrays, every argument checked, for direct use; tests/reference_descent.py writes it as
+plainly as possible.
 """
 from __future__ import annotations
 

@@ -48,18 +48,21 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
 
     `held` runs at a time (default: all; the compiled kernel with a lazy schedule holds
     one per core) hold every epoch's order (epochs x N indices, none when the rows are read
-    in order); each run's parameters and loss at every logging point are kept; the schedule
-    adds a few numbers per update. Engine affine adds one chunk for all runs, at most
-    CHUNK_BYTES.
+    in order); each run's parameters and loss at every logging point are kept; the torch
+    backends add a few numbers per update, and engine affine one chunk for all runs, at
+    most CHUNK_BYTES.
     """
     p1 = n_features + 1
     updates = total_updates(plan)
-    points = updates * min(plan.batch_size, n_examples) // plan.log_every + plan.epochs + 1
+    # at most one point an update (a batch passing several multiples of log_every logs once)
+    points = min(updates, updates * min(plan.batch_size, n_examples) // plan.log_every
+                 + plan.epochs) + 1
     orders = 0 if in_order(plan) else \
         plan.epochs * n_examples * np.dtype(index_dtype(n_examples)).itemsize
+    per_update = 24 if held is None else 0  # the torch backends index arrays per update
     return (min(runs, runs if held is None else held) * orders
             + runs * points * (p1 * itemsize * 2 + 16)
-            + updates * 40 + CHUNK_BYTES)
+            + updates * per_update + CHUNK_BYTES)
 
 
 @dataclass(frozen=True)
