@@ -144,7 +144,8 @@ def _first_unsound(features, targets, order, schedule, plan, lr, statistics, lim
     """Replay updates first..last-1 (0-based) of one run (its order (epochs, N), its learning
     rate lr) one by one from theta; the first unsound one. Runs only after a divergence,
     over at most one logging interval."""
-    order = torch.from_numpy(np.ascontiguousarray(order)).to(features.device, torch.long)
+    # A copy: rows read in order are a read-only view, which torch warns of.
+    order = torch.from_numpy(np.array(order, np.int64)).to(features.device)
     for update in range(first, last):
         start = schedule.starts[update]
         batch = order[schedule.epochs_of[update], start:start + schedule.batch_sizes[update]]
@@ -165,7 +166,7 @@ def _train_loop(features, targets, theta, plan, schedule, watch, progress):
         model.weight.copy_(theta[None, :-1])
         model.bias.copy_(theta[-1:])
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr)
-    order = torch.from_numpy(np.ascontiguousarray(schedule.order)).to(device, torch.long)
+    order = torch.from_numpy(np.array(schedule.order, np.int64)).to(device)  # a copy, as above
     log_updates = schedule.log_updates
     logged = torch.empty(len(log_updates), len(theta), device=device, dtype=dtype)
     logged[0] = theta
