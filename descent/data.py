@@ -2,8 +2,9 @@
 data file (feature columns, then the target) with a clear error for every bad file.
 
 The pipeline's own sets are .npy files, float64 rows of features then the target: written
-once, memory-mapped by every stage that reads them, never parsed. Your own data may be a CSV
-with a header (parsed with pandas, only where one is read) or a .npy of the same layout."""
+once, read a block of rows at a time into the dtype each stage works in, never parsed. Your
+own data may be a CSV with a header (parsed with pandas, only where one is read) or a .npy
+of the same layout."""
 from __future__ import annotations
 
 from pathlib import Path
