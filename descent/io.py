@@ -42,8 +42,19 @@ def _end_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != LAUNCHER_PID:  # the parent died before prctl took effect
+    if os.getppid() != LAUNCHER_PID or _orphaned_by_dvc():  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _orphaned_by_dvc() -> bool:
+    """dvc (which sets DVC_STAGE) died even before Python read its parent: we were handed to
+    init. Only a dvc that is itself pid 1 (a container's command) is a parent at pid 1."""
+    if "DVC_STAGE" not in os.environ or os.getppid() != 1:
+        return False
+    try:
+        return b"dvc" not in Path("/proc/1/cmdline").read_bytes()
+    except OSError:  # no /proc/1 to read: keep running rather than guess
+        return False
 
 
 def _clean_stale_temporaries() -> None:

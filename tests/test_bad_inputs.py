@@ -278,6 +278,15 @@ def test_a_missing_params_section_is_named_before_any_stage_runs(project, env):
     assert "variants has no 'sgd'" in direct
 
 
+def running(status: Path) -> bool:
+    """The process of that /proc/<pid>/stat has not ended (a zombie has, its parent just did
+    not reap it yet)."""
+    try:
+        return status.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def test_killing_dvc_ends_the_stage_too(project, env):
     """SIGKILL of `dvc` alone must not leave the stage running unsupervised."""
     edit(project, "# batch = 1\n    airfoil: {lr: 0.005, epochs: 2}",
@@ -288,24 +297,47 @@ def test_killing_dvc_ends_the_stage_too(project, env):
     deadline = time.monotonic() + 60
     while stage is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        listed = subprocess.run(["pgrep", "-f", "stages.train sgd"], capture_output=True,
-                                text=True).stdout.split()
+        # dvc's own child only: a stage of another test's project must not be picked up
+        listed = subprocess.run(["pgrep", "-P", str(dvc.pid), "-f", "stages.train sgd"],
+                                capture_output=True, text=True).stdout.split()
         stage = int(listed[0]) if listed else None
     assert stage is not None, "the stage never started"
     time.sleep(0.3)  # past interpreter start-up, likely still importing: the racy case
     dvc.send_signal(signal.SIGKILL)
     dvc.wait()
     deadline = time.monotonic() + 20
-    while Path(f"/proc/{stage}").exists() and time.monotonic() < deadline:
+    while running(Path(f"/proc/{stage}/stat")) and time.monotonic() < deadline:
         time.sleep(0.2)
-        status = Path(f"/proc/{stage}/stat")
-        if status.exists() and status.read_text().split()[2] == "Z":  # a zombie has ended
-            break
-    alive = Path(f"/proc/{stage}/stat").exists() and \
-        Path(f"/proc/{stage}/stat").read_text().split()[2] != "Z"
+    alive = running(Path(f"/proc/{stage}/stat"))
     if alive:
         os.kill(stage, signal.SIGKILL)
     assert not alive, "the stage outlived dvc"
+
+
+def test_a_stage_whose_dvc_died_before_python_started_ends(project, env):
+    """The worst race: dvc is gone before the stage could read who launched it. A shell that
+    sets DVC_STAGE as dvc does and exits at once hands the stage to init straight away."""
+    edit(project, "# batch = 1\n    airfoil: {lr: 0.005, epochs: 2}",
+         "# batch = 1\n    airfoil: {lr: 0.005, epochs: 50000}")  # a minute of work
+    before = digest(project)
+    launcher = subprocess.run(
+        ["sh", "-c", f"{sys.executable} -m stages.train sgd </dev/null >/dev/null 2>&1 & "
+                     "echo $!"],
+        cwd=project, env={**env, "DVC_STAGE": "train@sgd"}, capture_output=True, text=True)
+    stage = int(launcher.stdout)
+    status = Path(f"/proc/{stage}/stat")
+    parent = status.read_text().rsplit(")", 1)[1].split()[1] if status.exists() else "1"
+    if parent != "1":
+        os.kill(stage, signal.SIGKILL)
+        pytest.skip(f"orphans here go to a subreaper (pid {parent}), not to init")
+    deadline = time.monotonic() + 20
+    while running(status) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = running(status)
+    if alive:
+        os.kill(stage, signal.SIGKILL)
+    assert not alive, "the orphaned stage kept running"
+    assert digest(project) == before
 
 
 def test_temporaries_are_written_where_dvc_and_git_do_not_look(tmp_path, monkeypatch):
