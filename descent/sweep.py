@@ -51,13 +51,17 @@ class Grid:
 
 
 def grid_plan(n: int, batch: int, budget: int, lr: float, gradient_scale: float = 0.5,
-              loss_scale: float = 0.5) -> Plan:
-    """The plan of a grid's runs: enough epochs for the step budget, the loss logged after
-    every update (the steps to target counted exactly: at batch 1 the whole-set loss costs
-    three updates, bench/README.md)."""
+              loss_scale: float = 0.5, target: float | None = None) -> Plan:
+    """The plan of a grid's runs: enough epochs for the step budget, each run watching for
+    the target loss (the steps to target counted exactly, without logging every update:
+    the whole-set loss costs three updates at batch 1, bench/README.md), logged every
+    LOG_UPDATES updates (a divergence is located exactly by replaying such an interval)."""
     return Plan(n_examples=n, batch_size=batch, epochs=-(-budget * batch // n), lr=lr,
-                gradient_scale=gradient_scale, log_every=batch,
-                loss_scale=loss_scale, blowup=1e6)
+                gradient_scale=gradient_scale, log_every=LOG_UPDATES * batch,
+                loss_scale=loss_scale, blowup=1e6, target=target)
+
+
+LOG_UPDATES = 100
 
 
 def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
@@ -72,15 +76,14 @@ def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
                                                               replacement=False),
                                         gradient_scale), 8)
     lrs = np.array([factor * critical for factor in factors])
-    plan = grid_plan(n, batch, budget, float(lrs[0]), gradient_scale, loss_scale)
+    plan = grid_plan(n, batch, budget, float(lrs[0]), gradient_scale, loss_scale, target)
     generators = [np.random.default_rng([seed, batch]) for _ in lrs for seed in range(seeds)]
     schedule = make_schedule(plan, generators, lazy=True)
     runs = train_runs(features, targets, np.tile(start, (len(generators), 1)), plan, schedule,
                       lrs=np.repeat(lrs, seeds), cluster=cluster)
-    reached = runs.losses <= target                      # NaN (diverged) compares False
-    within = runs.log_updates <= budget
-    first = np.where((reached & within).any(axis=1), runs.log_updates[np.argmax(
-        reached & within, axis=1)], np.inf)
+    # -1: never, or only after diverging
+    first = np.where((runs.reached_at >= 0) & (runs.reached_at <= budget), runs.reached_at,
+                     np.inf)
     shape = (len(lrs), seeds)
     return Grid(batch, critical, lrs, first.reshape(shape).astype(float),
                 (runs.diverged_at >= 0).reshape(shape))
@@ -141,14 +144,14 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str, cluster: str =
         raise UserError(f"params.yaml: sweep.batch_sizes has {too_large[0]}, more than the "
                         f"{n} rows of {recipe.data}; use batch sizes up to {n}")
     runs = len(settings.lr_factors) * settings.seeds
+    target = problem.best_loss(recipe.loss.scale) * (1 + settings.target_excess)
     for batch in settings.batch_sizes:  # refuse a grid that cannot fit, before any work
-        plan = grid_plan(n, batch, settings.budget, 1.0)
+        plan = grid_plan(n, batch, settings.budget, 1.0, target=target)
         where = f"the sweep of {recipe.name} at batch {batch} ({runs} runs)"
         fix = "lower sweep.budget, sweep.seeds or the number of sweep.lr_factors"
         check_memory(where, memory_needed(n, features.shape[1], plan,
                                           np.dtype(dtype).itemsize, runs, cores()), fix)
         check_work(where, total_updates(plan) * runs, fix)
-    target = problem.best_loss(recipe.loss.scale) * (1 + settings.target_excess)
     start = np.zeros(features.shape[1] + 1)
     x, y = np.asarray(features, dtype), np.asarray(targets, dtype)
     grids = [sweep_batch(x, y, batch, settings.lr_factors, settings.seeds, settings.budget,

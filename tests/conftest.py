@@ -59,6 +59,19 @@ def airfoil_file() -> Path:
     return find_airfoil()
 
 
+@pytest.fixture(scope="session")
+def airfoil(airfoil_file, tmp_path_factory):
+    """The prepared airfoil set as the pipeline makes it (float64 features, targets)."""
+    import numpy as np
+
+    from descent.data import prepare
+
+    folder = tmp_path_factory.mktemp("prepared")
+    prepare(airfoil_file, 1500, folder / "a.npy", folder / "s.json")
+    table = np.load(folder / "a.npy")
+    return table[:, :-1].copy(), table[:, -1].copy()
+
+
 def project_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files: the project as a user would clone it."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",

@@ -18,12 +18,12 @@ def problem(n=400, p=9, seed=0):
     return features, targets
 
 
-@pytest.mark.parametrize("lazy", [True, False])
-def test_a_grid_on_a_local_dask_cluster_is_the_grid_in_process(lazy):
+@pytest.mark.parametrize("lazy, target", [(True, None), (False, 0.01)])
+def test_a_grid_on_a_local_dask_cluster_is_the_grid_in_process(lazy, target):
     """20 runs (3 blocks of at most 8), a learning rate each, some past the stable range so
-    that runs diverge on the workers too."""
+    that runs diverge on the workers too; with a target loss (the sweep's), some reach it."""
     features, targets = problem()
-    plan = Plan(n_examples=400, batch_size=6, epochs=2, lr=0.01, log_every=30)
+    plan = Plan(n_examples=400, batch_size=6, epochs=2, lr=0.01, log_every=30, target=target)
     lrs = np.geomspace(0.001, 3.0, 20)
     starts = np.zeros((20, 10))
 
@@ -41,6 +41,9 @@ def test_a_grid_on_a_local_dask_cluster_is_the_grid_in_process(lazy):
     np.testing.assert_array_equal(there.states, here.states)
     np.testing.assert_array_equal(there.losses, here.losses)
     np.testing.assert_array_equal(there.diverged_at, here.diverged_at)
+    if target is not None:
+        assert (here.reached_at >= 0).any() and (here.reached_at < 0).any()
+        np.testing.assert_array_equal(there.reached_at, here.reached_at)
 
 
 def test_a_scheduler_that_does_not_answer_is_one_clear_error(monkeypatch):

@@ -14,16 +14,6 @@ from descent.engines.problem import Plan, make_schedule
 Z999 = 3.29  # two-sided 99.9 % normal quantile
 
 
-@pytest.fixture(scope="module")
-def airfoil(airfoil_file, tmp_path_factory):
-    from descent.data import prepare
-
-    folder = tmp_path_factory.mktemp("theory")
-    prepare(airfoil_file, 1500, folder / "a.npy", folder / "s.json")
-    table = np.load(folder / "a.npy")
-    return table[:, :-1].copy(), table[:, -1].copy()
-
-
 def plane(n: int = 1000):
     rng = np.random.default_rng(42)
     features = rng.normal(size=(n, 2))

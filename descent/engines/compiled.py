@@ -25,6 +25,13 @@ __all__ = ["compiled_runs", "descend"]
 
 LANES = 4  # rows of a batch whose residuals the kernel computes side by side
 LANE_FEATURES = 8  # from this many features up
+# Watching for a target loss: the exact loss at least every RESYNC updates, and whenever
+# the estimate is within MARGIN of itself plus FLOOR of the start's loss above the target
+# (or below the divergence limit). The estimate's drift over RESYNC updates is orders of
+# magnitude smaller (see _runs).
+RESYNC = 64
+MARGIN = 1e-3
+FLOOR = 1e-8
 
 
 class Problem(NamedTuple):
@@ -47,11 +54,20 @@ class Walk(NamedTuple):
     blowup: float          # a loss above blowup x the start's is unsound
 
 
+class Watch(NamedTuple):
+    """A target loss every run watches for (plan.target). The kernel is compiled apart with
+    and without one (None), so that runs without one pay nothing for it."""
+    target: float
+    rows: np.ndarray       # at batch 1, (N, p+3) float64: for each row z = (x_k, 1),
+                           # gram z, z.cross, z.gram z; else (0, p+3)
+
+
 class Record(NamedTuple):
     """What the kernel writes for each run (NaN after its last sound logging point)."""
     states: np.ndarray       # (R, P+1, p+1) parameters at the start and each logging point
     losses: np.ndarray       # (R, P+1) float64 whole-set loss there
     diverged_at: np.ndarray  # (R,) int64 first unsound update; -1 none, 0 the start
+    reached_at: np.ndarray   # (R,) int64 first update whose loss <= watch.target; -1 none
 
 
 def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs,
@@ -68,20 +84,23 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs,
     x, y = np.ascontiguousarray(features), np.ascontiguousarray(targets)
     thetas = np.ascontiguousarray(thetas, dtype=x.dtype)
     _check_fit(x, y, thetas, plan, schedule)
-    n, runs = len(y), len(thetas)
+    (n, p), runs = x.shape, len(thetas)
     gram, cross, yy = sufficient_statistics(x, y) if statistics is None else statistics
+    m = min(plan.batch_size, n)
     problem = Problem(x, y, gram, cross, float(yy), float(plan.loss_scale),
                       loss_cap(x.dtype, n, plan.loss_scale))
-    m = min(plan.batch_size, n)
     full, short = epoch_batches(n, m, plan.drop_last)
     walk = Walk(m, full, full + (short > 0), schedule.log_after, float(plan.blowup))
+    watch = None if plan.target is None else Watch(
+        float(plan.target), _watch_rows(x, gram, cross) if m == 1 else np.empty((0, p + 3)))
     # The step of a full and of the short batch, each divided in float64 and rounded once
     # to the working dtype.
     scale = 2 * plan.gradient_scale * np.asarray(lrs, np.float64)
     steps = np.stack([scale / m, scale / (short or m)], axis=1).astype(x.dtype)
     points = len(schedule.log_after) + 1
-    record = Record(np.full((runs, points, x.shape[1] + 1), np.nan, x.dtype),
-                    np.full((runs, points), np.nan), np.full(runs, -1, np.int64))
+    record = Record(np.full((runs, points, p + 1), np.nan, x.dtype),
+                    np.full((runs, points), np.nan), np.full(runs, -1, np.int64),
+                    np.full(runs, -1, np.int64))
     # compile or load from cache, untimed (rows read in order are a read-only view: another
     # build of the kernel)
     held = schedule.order
@@ -99,12 +118,12 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs,
             if schedule.order is not None:  # every run's orders held: the block in one call
                 part = slice(bounds[index], bounds[index + 1])
                 _runs(problem, walk, thetas[part], schedule.order[part], steps[part],
-                      Record(*(array[part] for array in record)))
+                      Record(*(array[part] for array in record)), watch)
                 return
             for run in range(bounds[index], bounds[index + 1]):  # drawn as each run starts
                 part = slice(run, run + 1)
                 _runs(problem, walk, thetas[part], schedule.orders(part), steps[part],
-                      Record(*(array[part] for array in record)))
+                      Record(*(array[part] for array in record)), watch)
 
         in_parallel(block, workers)
     else:  # blocks of runs, each this function on a dask worker: the same runs, bit for bit
@@ -118,11 +137,13 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs,
         for part, block_runs in zip(blocks, done):
             record.states[part], record.losses[part] = block_runs.states, block_runs.losses
             record.diverged_at[part] = block_runs.diverged_at
+            if watch is not None:
+                record.reached_at[part] = block_runs.reached_at
     seconds = time.perf_counter() - started
     if progress:
         progress(schedule.updates * runs)
     return Runs(schedule.log_updates, record.losses, record.states, record.diverged_at,
-                seconds)
+                seconds, None if watch is None else record.reached_at)
 
 
 # Runs per block sent to a cluster: enough work per task to pay for its round trip, and
@@ -131,13 +152,26 @@ CLUSTER_BLOCK_RUNS = 8
 
 
 @njit_cached(nogil=True)
-def _runs(problem, walk, thetas0, orders, steps, record):
+def _runs(problem, walk, thetas0, orders, steps, record, watch):
     """Each run of a block in turn, from thetas0[run] with the order orders[run] (epochs, N)
     and the steps steps[run] (full batch, short batch): its updates up to each logging point,
     its state and loss there (record), and its first unsound update.
 
     An unsound logging point replays that run's interval from its last sound state, update by
     update, to find the exact update; the same code on the same bits gives the same updates.
+
+    Watching for watch.target, every update is judged as if it were logged (sound? at the
+    target yet?) without paying for the exact loss each time: each update also moves an
+    estimate of the loss, L(theta - D) = L(theta) - loss_scale/N D.(2v - gram D) with
+    v = gram theta - cross and D the update's change. At batch 1, D = along z for the
+    example's z = (x_k, 1), and z.v and z.gram z come from watch.rows in O(p); at larger
+    batches D = step * gradient and v is kept up to date, O(p^2) an update. Only the exact
+    loss (_loss) decides, computed when the estimate comes near the target or the divergence
+    limit and every RESYNC updates, each time restarting the estimate from it. The estimate
+    follows the float64 ideal of each float32 update: their gap is the loss of the
+    roundings, about eps32^2 of the start's loss an update plus a cross term that vanishes
+    with the gradient, far inside MARGIN and FLOOR (tests/test_sweep.py checks the counts
+    against every update's exact loss).
     """
     features, targets = problem.features, problem.targets
     n, p = features.shape
@@ -147,6 +181,10 @@ def _runs(problem, walk, thetas0, orders, steps, record):
     work = np.zeros(3 * pad + 2 * (p + 1), features.dtype)
     theta, grad = work[pad:pad + p + 1], work[2 * pad + p + 1:2 * pad + 2 * p + 2]
     rows, dots = np.empty(LANES, np.int64), np.empty(LANES, features.dtype)
+    # the watch, float64: v = gram theta - cross, and an update's change
+    q, per_n = p + 1, problem.loss_scale / n
+    near = np.zeros(3 * pad + 2 * q)
+    v, change = near[pad:pad + q], near[2 * pad + q:2 * pad + 2 * q]
     for run in range(thetas0.shape[0]):
         order, states, losses = orders[run], record.states[run], record.losses[run]
         for c in range(p + 1):
@@ -161,6 +199,17 @@ def _runs(problem, walk, thetas0, orders, steps, record):
         point = 0                            # logging points passed; next: log_after[point]
         update, epoch, batch = 0, 0, 0       # updates done; the next one's epoch and batch
         replaying = False
+        # the watch: an estimate inside (above, below) needs no exact loss before `due`
+        watching, above, below, estimate, due = False, 0.0, 0.0, 0.0, 0
+        if watch is not None:  # (numba compiles this only for a watch, not for None)
+            watching = True
+            # estimate - MARGIN estimate > target + FLOOR start's loss: not at the target
+            above = (watch.target + FLOOR * loss) / (1.0 - MARGIN)
+            if loss <= watch.target:
+                record.reached_at[run] = 0
+                above = -np.inf
+            below = limit * (1.0 - MARGIN)
+            estimate, due = _restart(theta, problem, v, loss), RESYNC
         while point < log_after.shape[0]:
             # The update rule, in the dtype of the features:
             #   r = X_B w + b - y_B;  w -= step * X_B^T r;  b -= step * sum(r)
@@ -216,6 +265,39 @@ def _runs(problem, walk, thetas0, orders, steps, record):
             if batch == per_epoch:
                 batch = 0
                 epoch += 1
+            if watch is not None and watching:  # every update judged as if logged
+                if m == 1:  # D = along z: with the new theta, z.v = slope - along z.gram z
+                    along = np.float64(step) * np.float64(r)
+                    slope = -watch.rows[k, q]
+                    for c in range(q):
+                        slope += watch.rows[k, c] * np.float64(theta[c])
+                    drop = along * (2.0 * slope + along * watch.rows[k, q + 1])
+                else:  # D = step * gradient (along z for a last batch of one), and gram D
+                    if stop - start == 1:
+                        along = np.float64(step) * np.float64(r)
+                        for c in range(p):
+                            change[c] = along * np.float64(features[k, c])
+                        change[p] = along
+                    else:
+                        for c in range(q):
+                            change[c] = np.float64(step) * np.float64(grad[c])
+                    drop = 0.0
+                    for a in range(q):
+                        moved = 0.0
+                        for b in range(q):  # gram is symmetric: row a's entries, in order
+                            moved += problem.gram[b, a] * change[b]
+                        drop += change[a] * (2.0 * v[a] - moved)
+                        v[a] -= moved
+                estimate -= per_n * drop
+                if not above < estimate < below or update == due:  # (NaN: not inside)
+                    loss = _loss(theta, problem)
+                    if not _sound(theta, loss, limit):
+                        record.diverged_at[run] = update
+                        break
+                    if loss <= watch.target and record.reached_at[run] < 0:
+                        record.reached_at[run] = update
+                        above = -np.inf
+                    estimate, due = _restart(theta, problem, v, loss), update + RESYNC
             if replaying:  # every update checked, up to the unsound logging point
                 if not _sound(theta, _loss(theta, problem), limit) \
                         or update == log_after[point]:  # (reached only if the replay differs)
@@ -235,6 +317,9 @@ def _runs(problem, walk, thetas0, orders, steps, record):
                     epoch = update // per_epoch
                     batch = update - epoch * per_epoch
                     replaying = True
+                    watching = False  # the first pass watched this interval already
+        if 0 <= record.diverged_at[run] <= record.reached_at[run]:  # not before diverging
+            record.reached_at[run] = -1
 
 
 @njit_cached(nogil=True)
@@ -256,6 +341,25 @@ def _loss(theta, problem):
     return loss
 
 
+def _watch_rows(x, gram, cross) -> np.ndarray:
+    """(gram z, z.cross, z.gram z) for each row z = (x_k, 1); an estimate's inputs only, so
+    BLAS's rounding is fine here (exact losses decide)."""
+    z = np.c_[x, np.ones(len(x))]
+    moved = z @ gram
+    return np.c_[moved, z @ cross, np.einsum("ij,ij->i", moved, z)]
+
+
+@njit_cached(nogil=True)
+def _restart(theta, problem, v, loss):
+    """The watch's estimate restarts from an exact loss: v = gram theta - cross; -> loss."""
+    for a in range(theta.shape[0]):
+        total = -problem.cross[a]
+        for b in range(theta.shape[0]):
+            total += problem.gram[b, a] * np.float64(theta[b])
+        v[a] = total
+    return loss
+
+
 @njit_cached(nogil=True)
 def _sound(theta, loss, limit):
     """The divergence rule (engines/problem.py): finite parameters, a finite loss <= limit."""
@@ -274,9 +378,10 @@ def _load_kernel(dtype: np.dtype, index: np.dtype, contiguous: bool) -> None:
         np.broadcast_to(np.zeros(1, index), (1, 1, 1))
     problem = Problem(np.zeros((1, 1), dtype), np.zeros(1, dtype), np.zeros((2, 2)),
                       np.zeros(2), 0.0, 0.5, 1.0)
-    record = Record(np.zeros((1, 2, 2), dtype), np.zeros((1, 2)), np.zeros(1, np.int64))
+    record = Record(np.zeros((1, 2, 2), dtype), np.zeros((1, 2)), np.zeros(1, np.int64),
+                    np.zeros(1, np.int64))
     _runs(problem, Walk(1, 1, 1, np.ones(1, np.int64), 2.0), np.zeros((1, 2), dtype),
-          orders, np.zeros((1, 2), dtype), record)
+          orders, np.zeros((1, 2), dtype), record, None)
 
 
 def _check_fit(features, targets, thetas, plan, schedule) -> None:

@@ -32,6 +32,8 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     if lrs.shape != (len(thetas),) or not (np.isfinite(lrs) & (lrs > 0)).all():
         raise ValueError(f"lrs must be ({len(thetas)},) positive finite learning rates, one "
                          f"per run; got {lrs.shape}")
+    if plan.target is not None and engine != "compiled":
+        raise ValueError("a target loss is watched by the compiled engine only")
     if engine == "compiled":
         from descent.engines.compiled import compiled_runs
 

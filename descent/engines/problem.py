@@ -60,9 +60,11 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
     orders = 0 if in_order(plan) else \
         plan.epochs * n_examples * np.dtype(index_dtype(n_examples)).itemsize
     per_update = 24 if held is None else 0  # the torch backends index arrays per update
+    # watching for a target at batch 1: gram @ (x_k, 1) for every row, float64
+    watched = n_examples * p1 * 8 if plan.target is not None and plan.batch_size == 1 else 0
     return (min(runs, runs if held is None else held) * orders
             + runs * points * (p1 * itemsize * 2 + 16)
-            + updates * per_update + CHUNK_BYTES)
+            + updates * per_update + watched + CHUNK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class Plan:
     # Each example of each batch drawn independently and uniformly (shuffle then does not
     # apply): the sampling under which descent.theory's expected loss curve is exact.
     with_replacement: bool = False
+    # A whole-set loss (loss_scale convention) each run watches for: Runs.reached_at holds
+    # the first update at or below it, found exactly without logging every update (the
+    # sweep's steps to target; compiled engine).
+    target: float | None = None
 
 
 @dataclass
@@ -283,6 +289,8 @@ class Runs:
     states: np.ndarray        # (R, P, p+1) weights then bias at each point, the run's dtype
     diverged_at: np.ndarray   # (R,) int64 first unsound update, -1 for a run that never was
     seconds: float            # wall-clock time training all R runs (loss evaluation aside)
+    reached_at: np.ndarray | None = None  # (R,) int64 first update with loss <= plan.target
+                                          # (0 the start), -1 never or not before diverging
 
     @functools.cached_property
     def final(self) -> np.ndarray:
