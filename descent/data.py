@@ -202,20 +202,14 @@ def load_dataset(path: Path, n_features: int | None = None, key: str = "",
     Every way a file can be wrong (missing, a folder, empty, not the format, wrong columns,
     non-numeric or non-finite values) is one clear UserError naming the file and `key`.
     """
-    path = Path(path)
-    name = relative(path)
-    where = f" (set by {key})" if key else ""
-    if not path.exists():
-        raise UserError(f"{name}{where} does not exist; check the path in params.yaml")
-    if not path.is_file():
-        raise UserError(f"{name}{where} is a folder, not a data file; point it at a file")
+    path, name = _existing(path, key), _name(path, key)
     if path.suffix == ".npy":
-        features, targets, low, high = _read_npy(path, name + where, n_features, dtype, ones)
-        _check_values(low, high, name + where, dtype)
+        features, targets, low, high = _read_npy(path, name, n_features, dtype, ones)
+        _check_values(low, high, name, dtype)
         return features, targets
-    values = _read_csv(path, name + where)
-    _check_columns(values.shape, name + where, n_features)
-    _check_values(float(values.min()), float(values.max()), name + where, dtype)
+    values = _read_csv(path, name)
+    _check_columns(values.shape, name, n_features)
+    _check_values(float(values.min()), float(values.max()), name, dtype)
     features = values[:, :-1] if not ones else np.c_[values[:, :-1], np.ones(len(values))]
     return (np.ascontiguousarray(features, dtype=dtype),
             np.ascontiguousarray(values[:, -1], dtype=dtype))
@@ -249,42 +243,88 @@ def _read_npy(path: Path, name: str, n_features: int | None, dtype, ones: bool
               ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """The .npy's features and targets in `dtype`, read a block of rows at a time (its
     float64 rows are never all in memory beside the copy), and its smallest and largest
-    values (NaN if any is NaN)."""
+    values (NaN if any is)."""
     with open(path, "rb") as file:
-        try:
-            major, _ = np.lib.format.read_magic(file)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, stored = read_header(file)
-        except (ValueError, OSError, EOFError, SyntaxError) as error:
-            raise UserError(f"{name} is not a .npy array ({type(error).__name__}); rebuild it "
-                            "with `dvc repro`, or save yours with numpy.save") from None
-        if len(shape) != 2 or stored not in (np.float32, np.float64) or fortran:
-            layout = "Fortran-ordered " if fortran else ""
-            raise UserError(f"{name} holds a {len(shape)}-d {layout}{stored} array; a data "
-                            "file is a 2-d float32 or float64 array (C order): feature "
-                            "columns, then the target")
-        _check_columns(shape, name, n_features)
-        n, columns = shape
+        (n, columns), stored = _npy_header(file, name, n_features)
         features, targets = np.empty((n, columns - 1 + ones), dtype), np.empty(n, dtype)
         if ones:
             features[:, -1] = 1
-        rows = max(1, BLOCK_BYTES // (columns * stored.itemsize))
         low, high = np.inf, -np.inf
-        for start in range(0, n, rows):
-            count = min(rows, n - start)
-            block = np.fromfile(file, dtype=stored, count=count * columns)
-            if block.size != count * columns:
-                raise UserError(f"{name} ends after {start + block.size // columns} of its "
-                                f"{n} rows; rebuild it with `dvc repro`, or save it again")
-            block = block.reshape(count, columns)
+        rows = max(1, BLOCK_BYTES // (columns * stored.itemsize))
+        for start, block in _npy_blocks(file, n, columns, stored, name, rows):
             low, high = min(low, float(block.min())), max(high, float(block.max()))
             if not (np.isfinite(low) and np.isfinite(high)) \
                     or max(-low, high) > float(np.finfo(dtype).max):
                 return features, targets, low, high  # refused by the caller
-            features[start:start + count, :columns - 1] = block[:, :-1]
-            targets[start:start + count] = block[:, -1]
+            features[start:start + len(block), :columns - 1] = block[:, :-1]
+            targets[start:start + len(block)] = block[:, -1]
     return features, targets, low, high
+
+
+def npy_shape(path: Path, n_features: int | None = None, key: str = "") -> tuple[int, int]:
+    """(rows, columns) of a .npy data file, from its header (checked as load_dataset checks
+    it)."""
+    with open(_existing(path, key), "rb") as file:
+        return _npy_header(file, _name(path, key), n_features)[0]
+
+
+def stream_dataset(path: Path, rows: int, n_features: int | None = None, key: str = ""):
+    """A .npy data file's (features, targets) in float64, `rows` rows at a time (the last
+    block shorter): every check load_dataset makes, the values' as each block is read, so
+    a set of any size passes through the memory of one block."""
+    name = _name(path, key)
+    with open(_existing(path, key), "rb") as file:
+        (n, columns), stored = _npy_header(file, name, n_features)
+        for _, block in _npy_blocks(file, n, columns, stored, name, rows):
+            _check_values(float(block.min()), float(block.max()), name, np.float64)
+            block = block.astype(np.float64, copy=False)
+            yield np.ascontiguousarray(block[:, :-1]), np.ascontiguousarray(block[:, -1])
+
+
+def _name(path: Path, key: str) -> str:
+    return relative(Path(path)) + (f" (set by {key})" if key else "")
+
+
+def _existing(path: Path, key: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{_name(path, key)} does not exist; check the path in params.yaml")
+    if not path.is_file():
+        raise UserError(f"{_name(path, key)} is a folder, not a data file; point it at a "
+                        "file")
+    return path
+
+
+def _npy_header(file, name: str, n_features: int | None) -> tuple[tuple[int, int], np.dtype]:
+    """A .npy's (rows, columns) and stored dtype, refused unless it is a 2-d float32 or
+    float64 array in C order with the expected columns."""
+    try:
+        major, _ = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, stored = read_header(file)
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise UserError(f"{name} is not a .npy array ({type(error).__name__}); rebuild it "
+                        "with `dvc repro`, or save yours with numpy.save") from None
+    if len(shape) != 2 or stored not in (np.float32, np.float64) or fortran:
+        layout = "Fortran-ordered " if fortran else ""
+        raise UserError(f"{name} holds a {len(shape)}-d {layout}{stored} array; a data "
+                        "file is a 2-d float32 or float64 array (C order): feature "
+                        "columns, then the target")
+    _check_columns(shape, name, n_features)
+    return shape, stored
+
+
+def _npy_blocks(file, n: int, columns: int, stored: np.dtype, name: str, rows: int):
+    """(first row, block (count, columns) as stored) for each block of `rows` rows read
+    from the file after its header; a file that ends early is refused."""
+    for start in range(0, n, rows):
+        count = min(rows, n - start)
+        block = np.fromfile(file, dtype=stored, count=count * columns)
+        if block.size != count * columns:
+            raise UserError(f"{name} ends after {start + block.size // columns} of its "
+                            f"{n} rows; rebuild it with `dvc repro`, or save it again")
+        yield start, block.reshape(count, columns)
 
 
 def _read_csv(path: Path, name: str) -> np.ndarray:
@@ -317,6 +357,12 @@ def _read_csv(path: Path, name: str) -> np.ndarray:
 
 def load_recipe_data(config: Config, recipe: Recipe, dtype=np.float64, ones: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
+    return load_dataset(recipe_file(config, recipe), config.n_features(recipe),
+                        f"recipes.{recipe.name}.data", dtype, ones)
+
+
+def recipe_file(config: Config, recipe: Recipe) -> Path:
+    """The recipe's data file, refused if it is not built yet or lies outside the project."""
     path = ROOT / recipe.data
     if not path.exists() and config.is_pipeline_output(recipe.data):
         stage = "prepare" if recipe.data == AIRFOIL_DATA else "synthesize"
@@ -326,8 +372,7 @@ def load_recipe_data(config: Config, recipe: Recipe, dtype=np.float64, ones: boo
         raise UserError(f"{recipe.data} (set by recipes.{recipe.name}.data) links to "
                         f"{path.resolve()}, outside the project, where DVC does not track it; "
                         "copy the file into the project instead")
-    return load_dataset(path, config.n_features(recipe), f"recipes.{recipe.name}.data", dtype,
-                        ones)
+    return _existing(path, f"recipes.{recipe.name}.data")
 
 
 def check_datasets(config: Config, dtype=np.float64, ones: bool = False
@@ -337,12 +382,17 @@ def check_datasets(config: Config, dtype=np.float64, ones: bool = False
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for recipe in config.recipes.values():
         features, targets = loaded[recipe.name] = load_recipe_data(config, recipe, dtype, ones)
-        fixed, width = recipe.init.weights.fixes, features.shape[1] - ones
-        if fixed not in (None, width):
-            raise UserError(f"params.yaml: recipes.{recipe.name}.init.weights lists "
-                            f"{fixed} numbers but {recipe.data} has {width} features; give "
-                            "one per feature")
+        check_width(recipe, features.shape[1] - ones)
     return loaded
+
+
+def check_width(recipe: Recipe, width: int) -> None:
+    """A recipe's init weights, where it lists them, fit its data's `width` features."""
+    fixed = recipe.init.weights.fixes
+    if fixed not in (None, width):
+        raise UserError(f"params.yaml: recipes.{recipe.name}.init.weights lists "
+                        f"{fixed} numbers but {recipe.data} has {width} features; give "
+                        "one per feature")
 
 
 # --- what the data stages write --------------------------------------------------------

@@ -1,23 +1,52 @@
 """The closed-form least-squares solution every run is judged against (stage `solve`).
 
 scikit-learn's LinearRegression (with intercept) on exactly the rows the variants train
-on; above STREAMED_ROWS rows, the normal equations from the float64 sufficient statistics
-(one pass over the data, no copy of it). What it writes is the same on every CPU (see
-`closed_form`).
+on; above STREAMED_ROWS rows, the normal equations from the float64 sufficient statistics,
+the data read a block at a time (a .npy file is never held whole). What it writes is the
+same on every CPU (see `closed_form`).
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 
 import numpy as np
 
-from descent.statistics import sufficient_statistics
+from descent.statistics import BLOCK_ROWS, combine, partial_statistics, sufficient_statistics
 
 # Rows above which the closed form comes from the normal equations: scikit-learn holds about
 # three copies of the data (10^7 x 10 in float64: 2.6 GB). A fixed count, not this machine's
 # memory, so every machine solves a set the same way; tests/test_evaluate.py holds the two
 # routes to one answer where both run.
 STREAMED_ROWS = 1_000_000
+# Rows read at a time when streamed: two blocks of statistics, summed in parallel (about
+# 46 MB of float64 at 10 features).
+STREAM_ROWS = 2 * BLOCK_ROWS
+
+
+def closed_forms(config) -> dict[str, dict]:
+    """Every recipe's closed_form (stage solve). Every recipe's data is checked before any
+    is solved; a .npy above STREAMED_ROWS rows is checked from its header and then read a
+    block at a time, twice (its values checked as they come), and never held whole."""
+    from descent.data import (check_width, load_recipe_data, npy_shape, recipe_file,
+                              stream_dataset)
+
+    streamed, loaded = {}, {}
+    for name, recipe in config.recipes.items():
+        path, key = recipe_file(config, recipe), f"recipes.{name}.data"
+        expected = config.n_features(recipe)
+        rows, columns = npy_shape(path, expected, key) if path.suffix == ".npy" else (0, 0)
+        if rows > STREAMED_ROWS:
+            streamed[name] = functools.partial(stream_dataset, path, STREAM_ROWS, expected,
+                                               key)
+        else:
+            loaded[name] = load_recipe_data(config, recipe)
+            columns = loaded[name][0].shape[1] + 1
+        check_width(recipe, columns - 1)
+    return {name: streamed_closed_form(streamed[name], recipe.loss.scale)
+            if name in streamed else closed_form(*loaded[name], recipe.loss.scale)
+            for name, recipe in config.recipes.items()}
 
 
 def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) -> dict:
@@ -30,21 +59,47 @@ def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) ->
     then computed from those rounded parameters in a fixed order (residuals column by
     column, an exactly rounded sum), so it is the same everywhere too.
     """
-    gram, cross, _ = sufficient_statistics(features, targets)
-    if len(targets) > STREAMED_ROWS:
-        theta, rank = normal_equations(gram, cross, len(targets))
-    else:
-        from sklearn.linear_model import LinearRegression
+    n = len(targets)
+    if n > STREAMED_ROWS:
+        return streamed_closed_form(lambda: ((features[start:start + BLOCK_ROWS],
+                                              targets[start:start + BLOCK_ROWS])
+                                             for start in range(0, n, BLOCK_ROWS)), loss_scale)
+    from sklearn.linear_model import LinearRegression
 
-        model = LinearRegression(fit_intercept=True).fit(features, targets)
-        theta, rank = np.r_[model.coef_, model.intercept_], int(model.rank_)
+    model = LinearRegression(fit_intercept=True).fit(features, targets)
+    theta, rank = np.r_[model.coef_, model.intercept_], int(model.rank_)
+    return _recorded(theta, rank, sufficient_statistics(features, targets)[0], n,
+                     lambda: [(features, targets)], loss_scale)
+
+
+def streamed_closed_form(blocks, loss_scale: float) -> dict:
+    """closed_form from the normal equations, the data passed over twice in blocks of rows
+    (blocks() yields (features, targets) anew each time, every block but the last a
+    multiple of BLOCK_ROWS rows long): a set of any size in the memory of one block."""
+    partial, n = [], 0
+    for features, targets in blocks():
+        partial.append(partial_statistics(features, targets))
+        n += len(targets)
+    gram, cross, _ = combine(np.concatenate(partial))
+    return _recorded(*normal_equations(gram, cross, n), gram, n, blocks, loss_scale)
+
+
+def _recorded(theta: np.ndarray, rank: int, gram: np.ndarray, n: int, blocks,
+              loss_scale: float) -> dict:
+    """What closed_form records of a solution (see there); blocks() yields the data."""
     digits = solution_digits(gram)
     exponent = math.floor(math.log10(max(np.abs(theta).max(), 1e-300))) - (digits - 1)
     theta = np.array([round(float(value), -exponent) + 0.0 for value in theta])
-    residuals = np.full(len(targets), theta[-1]) - targets
-    for j in range(features.shape[1]):  # elementwise, in column order: no BLAS
-        residuals += features[:, j] * theta[j]
-    loss = loss_scale * math.fsum(residuals * residuals) / len(targets)
+
+    def squares():  # each block's squared residuals
+        for features, targets in blocks():
+            residuals = np.full(len(targets), theta[-1]) - targets
+            for j in range(features.shape[1]):  # elementwise, in column order: no BLAS
+                residuals += features[:, j] * theta[j]
+            yield residuals * residuals
+
+    # exactly rounded, however the rows are cut into blocks
+    loss = loss_scale * math.fsum(itertools.chain.from_iterable(squares())) / n
     # rank: of the centred features. Below their number, many parameters share the minimum
     # loss and scikit-learn's (the minimum-norm one) is only one of them.
     return {"loss": loss, "weights": theta[:-1].tolist(), "bias": float(theta[-1]),

@@ -47,6 +47,13 @@ def _accumulate(features, targets, start, stop, total):
 def sufficient_statistics(features, targets):
     """G = X1^T X1, c = X1^T y, yy = y^T y in float64 (X1 = [X, 1]), in a fixed order:
     (G (p+1, p+1) C-contiguous and exactly symmetric, c (p+1,), yy float)."""
+    return combine(partial_statistics(features, targets))
+
+
+def partial_statistics(features, targets) -> np.ndarray:
+    """Z^T Z (Z = [X, 1, y]) of each block of BLOCK_ROWS rows: (blocks, p+2, p+2). A set
+    read in parts whose lengths are multiples of BLOCK_ROWS has the same blocks, so
+    combine(concatenated parts) is the whole set's statistics, bit for bit."""
     n, p = features.shape
     blocks = max(1, -(-n // BLOCK_ROWS))
     partial = np.zeros((blocks, p + 2, p + 2))
@@ -56,8 +63,15 @@ def sufficient_statistics(features, targets):
                     partial[k])
 
     in_parallel(block, blocks)
+    return partial
+
+
+def combine(partial: np.ndarray):
+    """(G, c, yy) from the blocks' Z^T Z, added in block order (whatever thread finished
+    first)."""
     total = partial[0]
-    for k in range(1, blocks):  # in block order, whatever thread finished first
+    for k in range(1, len(partial)):
         total = total + partial[k]
+    p = len(total) - 2
     return (np.ascontiguousarray(total[:p + 1, :p + 1]), total[:p + 1, p + 1].copy(),
             float(total[p + 1, p + 1]))

@@ -15,13 +15,9 @@ from descent.io import ROOT, cli, write_json
 
 def main() -> None:
     config = configuration.load()
-    from descent.data import check_datasets
-    from descent.least_squares import closed_form
+    from descent.least_squares import closed_forms
 
-    datasets = check_datasets(config)
-    write_json(ROOT / paths.CLOSED_FORM,
-               {name: closed_form(*datasets[name], recipe.loss.scale)
-                for name, recipe in config.recipes.items()})
+    write_json(ROOT / paths.CLOSED_FORM, closed_forms(config))
     print(f"solved {len(config.recipes)} recipes in closed form: data/closed_form.json")
 
 

@@ -49,6 +49,79 @@ def test_the_streamed_normal_equations_give_scikit_learns_closed_form(monkeypatc
     assert streamed["loss"] == pytest.approx(scikit["loss"], rel=1e-6)
 
 
+def big_set(path, rows: int, features: int = 3, seed: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(rows, features + 1))
+    table[:, -1] = table[:, :-1] @ np.arange(1.0, features + 1) + 2 + 0.1 * table[:, -1]
+    np.save(path, table)
+    return table
+
+
+def test_a_set_streamed_from_its_file_is_the_set_solved_in_memory(monkeypatch, tmp_path):
+    """The solve stage streams a big .npy (two passes, a block at a time); the figures are
+    those of the whole arrays, bit for bit: statistics summed in the same blocks, the loss
+    an exactly rounded sum however the rows are cut. Small blocks here stand for the real
+    ones (2^18 rows), so that the file spans many, and a last one shorter."""
+    from descent import least_squares, statistics
+    from descent.data import stream_dataset
+
+    monkeypatch.setattr(statistics, "BLOCK_ROWS", 1000)
+    monkeypatch.setattr(least_squares, "BLOCK_ROWS", 1000)
+    monkeypatch.setattr(least_squares, "STREAMED_ROWS", 0)
+    table = big_set(tmp_path / "big.npy", 10_500)
+    whole = closed_form(table[:, :-1], table[:, -1], 0.5)
+    streamed = least_squares.streamed_closed_form(
+        lambda: stream_dataset(tmp_path / "big.npy", 3000), 0.5)
+    assert streamed == whole
+    # and the blocks' statistics are the whole arrays'
+    parts = [statistics.partial_statistics(x, y)
+             for x, y in stream_dataset(tmp_path / "big.npy", 3000)]
+    for mine, theirs in zip(statistics.combine(np.concatenate(parts)),
+                            statistics.sufficient_statistics(table[:, :-1], table[:, -1])):
+        assert np.array_equal(mine, theirs)
+
+
+def test_a_streamed_set_is_held_a_block_at_a_time(monkeypatch, tmp_path):
+    """Solving a streamed set peaks at the memory of its blocks, not its size: twice the
+    rows (10^6 and 2 * 10^6 x 3 features, 32 and 64 MB of float64, in blocks of 2^17 rows)
+    add less than a tenth of a block's 4 MB to the peak (numpy reports its arrays to
+    tracemalloc), and the peak is under 5 blocks: the block as read, its features and
+    targets apart, the residuals and their squares."""
+    import tracemalloc
+
+    from descent import least_squares
+    from descent.data import stream_dataset
+
+    monkeypatch.setattr(least_squares, "STREAM_ROWS", 1 << 17)
+    peaks, sizes = [], []
+    for rows in (1_000_000, 2_000_000):
+        path = tmp_path / f"{rows}.npy"
+        big_set(path, rows)
+        sizes.append(path.stat().st_size)
+        tracemalloc.start()
+        try:
+            least_squares.streamed_closed_form(
+                lambda: stream_dataset(path, least_squares.STREAM_ROWS), 0.5)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    block = (1 << 17) * 4 * 8
+    assert peaks[1] - peaks[0] < 0.1 * block and peaks[1] < 5 * block, (peaks, sizes)
+
+
+def test_a_bad_value_deep_in_a_streamed_set_is_one_clear_error(tmp_path):
+    """A NaN in the third block of a streamed file: the same one line as a loaded file's."""
+    from descent.data import stream_dataset
+    from descent.io import UserError
+
+    table = big_set(tmp_path / "big.npy", 10_000)
+    table[7_500, 1] = np.nan
+    np.save(tmp_path / "big.npy", table)
+    with pytest.raises(UserError, match="has missing or non-finite values; fix the file"):
+        for _ in stream_dataset(tmp_path / "big.npy", 3000):
+            pass
+
+
 def test_the_airfoil_closed_form_loss_is_the_published_one(airfoil_file, tmp_path):
     from descent.data import prepare
 
