@@ -7,7 +7,10 @@ own data may be a CSV with a header (parsed with pandas, only where one is read)
 of the same layout."""
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -268,17 +271,22 @@ def npy_shape(path: Path, n_features: int | None = None, key: str = "") -> tuple
         return _npy_header(file, _name(path, key), n_features)[0]
 
 
-def stream_dataset(path: Path, rows: int, n_features: int | None = None, key: str = ""):
+def stream_dataset(path: Path, rows: int, n_features: int | None = None, key: str = "",
+                   ones: bool = False):
     """A .npy data file's (features, targets) in float64, `rows` rows at a time (the last
-    block shorter): every check load_dataset makes, the values' as each block is read, so
-    a set of any size passes through the memory of one block."""
+    block shorter; with `ones`, the features with a column of ones after them): every
+    check load_dataset makes, the values' as each block is read, so a set of any size
+    passes through the memory of one block."""
     name = _name(path, key)
     with open(_existing(path, key), "rb") as file:
         (n, columns), stored = _npy_header(file, name, n_features)
         for _, block in _npy_blocks(file, n, columns, stored, name, rows):
             _check_values(float(block.min()), float(block.max()), name, np.float64)
-            block = block.astype(np.float64, copy=False)
-            yield np.ascontiguousarray(block[:, :-1]), np.ascontiguousarray(block[:, -1])
+            features = np.empty((len(block), columns - 1 + ones))
+            features[:, :columns - 1] = block[:, :-1]
+            if ones:
+                features[:, -1] = 1
+            yield features, np.ascontiguousarray(block[:, -1], dtype=np.float64)
 
 
 def _name(path: Path, key: str) -> str:
@@ -384,6 +392,45 @@ def check_datasets(config: Config, dtype=np.float64, ones: bool = False
         features, targets = loaded[recipe.name] = load_recipe_data(config, recipe, dtype, ones)
         check_width(recipe, features.shape[1] - ones)
     return loaded
+
+
+# A .npy with more rows than this is read a block of rows at a time by the stages that need
+# only passes over it (solve, evaluate), never held whole. A fixed count, not this
+# machine's memory, so that every machine computes a set's figures the same way.
+STREAMED_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Source:
+    """A recipe's data, checked: held in memory (float64), or, above STREAMED_ROWS rows,
+    read from its .npy a block at a time whenever blocks() is called."""
+    n: int
+    held: tuple[np.ndarray, np.ndarray] | None  # (features, targets): the whole set
+    read: Callable | None = None                # rows -> blocks, when not held
+
+    def blocks(self, rows: int):
+        """(features, targets) blocks of at most `rows` rows (held: the set in one)."""
+        return iter([self.held]) if self.held is not None else self.read(rows)
+
+
+def recipe_sources(config: Config, ones: bool = False) -> dict[str, Source]:
+    """Every recipe's data, checked before any is used (as check_datasets), with `ones`
+    as design matrices; a .npy above STREAMED_ROWS rows checked from its header here, its
+    values as its blocks are read."""
+    sources = {}
+    for name, recipe in config.recipes.items():
+        path, key = recipe_file(config, recipe), f"recipes.{name}.data"
+        expected = config.n_features(recipe)
+        rows, columns = npy_shape(path, expected, key) if path.suffix == ".npy" else (0, 0)
+        if rows > STREAMED_ROWS:
+            sources[name] = Source(rows, None, functools.partial(
+                stream_dataset, path, n_features=expected, key=key, ones=ones))
+        else:
+            held = load_recipe_data(config, recipe, ones=ones)
+            sources[name] = Source(len(held[1]), held)
+            columns = held[0].shape[1] + 1 - ones
+        check_width(recipe, columns - 1)
+    return sources
 
 
 def check_width(recipe: Recipe, width: int) -> None:

@@ -349,7 +349,7 @@ def expected_curve(config, recipe, variant: str, problem, curve: dict) -> np.nda
     sizes = np.tile(epoch_sizes(plan), plan.epochs)
     with np.errstate(over="ignore", invalid="ignore"):  # a mean-square divergence: inf
         return theory.expected_losses(
-            problem, starts(recipe, problem.design.shape[1] - 1, config.seed_list),
+            problem, starts(recipe, problem.hessian.shape[0] - 1, config.seed_list),
             2 * plan.gradient_scale * plan.lr, sizes, curve["updates"][1:], plan.loss_scale)
 
 

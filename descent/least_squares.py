@@ -13,39 +13,29 @@ import math
 
 import numpy as np
 
+from descent.data import STREAMED_ROWS
 from descent.statistics import BLOCK_ROWS, combine, partial_statistics, sufficient_statistics
 
-# Rows above which the closed form comes from the normal equations: scikit-learn holds about
-# three copies of the data (10^7 x 10 in float64: 2.6 GB). A fixed count, not this machine's
-# memory, so every machine solves a set the same way; tests/test_evaluate.py holds the two
-# routes to one answer where both run.
-STREAMED_ROWS = 1_000_000
+# Above data.STREAMED_ROWS rows the closed form comes from the normal equations (a set that
+# large is streamed from its file, never held): scikit-learn holds about three copies of the
+# data (10^7 x 10 in float64: 2.6 GB). tests/test_evaluate.py holds the two routes to one
+# answer where both run.
 # Rows read at a time when streamed: two blocks of statistics, summed in parallel (about
 # 46 MB of float64 at 10 features).
 STREAM_ROWS = 2 * BLOCK_ROWS
 
 
 def closed_forms(config) -> dict[str, dict]:
-    """Every recipe's closed_form (stage solve). Every recipe's data is checked before any
-    is solved; a .npy above STREAMED_ROWS rows is checked from its header and then read a
-    block at a time, twice (its values checked as they come), and never held whole."""
-    from descent.data import (check_width, load_recipe_data, npy_shape, recipe_file,
-                              stream_dataset)
+    """Every recipe's closed_form (stage solve), its data checked first (every recipe's
+    before any is solved); a set above data.STREAMED_ROWS rows read from its file a block
+    at a time, twice, and never held whole."""
+    from descent.data import recipe_sources
 
-    streamed, loaded = {}, {}
-    for name, recipe in config.recipes.items():
-        path, key = recipe_file(config, recipe), f"recipes.{name}.data"
-        expected = config.n_features(recipe)
-        rows, columns = npy_shape(path, expected, key) if path.suffix == ".npy" else (0, 0)
-        if rows > STREAMED_ROWS:
-            streamed[name] = functools.partial(stream_dataset, path, STREAM_ROWS, expected,
-                                               key)
-        else:
-            loaded[name] = load_recipe_data(config, recipe)
-            columns = loaded[name][0].shape[1] + 1
-        check_width(recipe, columns - 1)
-    return {name: streamed_closed_form(streamed[name], recipe.loss.scale)
-            if name in streamed else closed_form(*loaded[name], recipe.loss.scale)
+    sources = recipe_sources(config)
+    return {name: closed_form(*sources[name].held, recipe.loss.scale)
+            if sources[name].held is not None else
+            streamed_closed_form(functools.partial(sources[name].blocks, STREAM_ROWS),
+                                 recipe.loss.scale)
             for name, recipe in config.recipes.items()}
 
 

@@ -35,16 +35,37 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 
+class LeastSquares:
+    """What every figure here reads of a least-squares problem; `Quadratic` computes it from
+    the rows held in memory, `Streamed` from passes over them a block at a time."""
+    n: int
+    hessian: np.ndarray    # (q, q) H = X~^T X~ / N
+
+    @functools.cached_property
+    def lambda_max(self) -> float:
+        return float(np.linalg.eigvalsh(self.hessian)[-1])
+
+    def best_loss(self, loss_scale: float) -> float:
+        """The closed-form loss L* = s mean(rho^2)."""
+        return loss_scale * self.residual_squares / self.n
+
+    def loss(self, theta: np.ndarray, loss_scale: float) -> float:
+        """L(theta) = L* + s e^T H e (the cross term vanishes at the optimum)."""
+        error = np.asarray(theta, np.float64) - self.optimum
+        return self.best_loss(loss_scale) + loss_scale * float(error @ self.hessian @ error)
+
+
 @dataclass(frozen=True)
-class Quadratic:
-    """A least-squares problem as the theory sees it."""
+class Quadratic(LeastSquares):
+    """A least-squares problem held in memory."""
     design: np.ndarray     # (N, q) float64 rows x~_i = (x_i, 1)
     targets: np.ndarray    # (N,) float64
-    hessian: np.ndarray    # (q, q) H = X~^T X~ / N
+    hessian: np.ndarray
 
     @property
     def n(self) -> int:
@@ -61,8 +82,8 @@ class Quadratic:
         return self.targets - self.design @ self.optimum
 
     @functools.cached_property
-    def lambda_max(self) -> float:
-        return float(np.linalg.eigvalsh(self.hessian)[-1])
+    def residual_squares(self) -> float:
+        return float(self.residuals @ self.residuals)
 
     @functools.cached_property
     def fourth(self) -> np.ndarray:
@@ -70,14 +91,64 @@ class Quadratic:
         for all the critical steps asked of this problem."""
         return _outer_products(self.design) / self.n
 
-    def best_loss(self, loss_scale: float) -> float:
-        """The closed-form loss L* = s mean(rho^2)."""
-        return loss_scale * float(self.residuals @ self.residuals) / self.n
+    @functools.cached_property
+    def beta(self) -> float:
+        """max_i |x~_i|^2 (Ma, Bassily & Belkin)."""
+        return float(np.max(np.einsum("ij,ij->i", self.design, self.design)))
 
-    def loss(self, theta: np.ndarray, loss_scale: float) -> float:
-        """L(theta) = L* + s e^T H e (the cross term vanishes at the optimum)."""
-        error = np.asarray(theta, np.float64) - self.optimum
-        return self.best_loss(loss_scale) + loss_scale * float(error @ self.hessian @ error)
+    @functools.cached_property
+    def noise_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Sigma_rho (q, q), C (q^2, q)) of `expected_losses`: the noise at the optimum
+        and its cross term's map."""
+        x, rho = self.design, self.residuals
+        return ((x * rho[:, None] ** 2).T @ x / self.n,
+                _outer_products(x, x * rho[:, None]) / self.n)
+
+
+@dataclass(frozen=True, eq=False)
+class Streamed(LeastSquares):
+    """A least-squares problem too large to hold (data.STREAMED_ROWS), from passes over its
+    rows a block at a time: H, X~^T y, beta and S in one pass when made, the moments at the
+    optimum in a second when first asked. theta* comes from the normal equations in
+    float64 (as the solve stage's), not from a QR of the rows."""
+    blocks: Callable       # () -> (design block (k, q), targets block (k,)) blocks, anew
+    n: int
+    hessian: np.ndarray
+    cross: np.ndarray      # (q,) X~^T y / N
+    beta: float
+    fourth: np.ndarray
+
+    @classmethod
+    def of(cls, blocks: Callable) -> "Streamed":
+        n, gram, cross, beta, fourth = 0, 0.0, 0.0, 0.0, 0.0
+        for design, targets in blocks():
+            n += len(targets)
+            gram, cross = gram + design.T @ design, cross + design.T @ targets
+            beta = max(beta, float(np.max(np.einsum("ij,ij->i", design, design))))
+            fourth = fourth + _outer_products(design)
+        return cls(blocks, n, gram / n, cross / n, beta, fourth / n)
+
+    @functools.cached_property
+    def optimum(self) -> np.ndarray:
+        return np.linalg.lstsq(self.hessian, self.cross, rcond=None)[0]
+
+    @functools.cached_property
+    def _at_optimum(self) -> tuple[float, np.ndarray, np.ndarray]:
+        squares, sigma, cross_map = 0.0, 0.0, 0.0
+        for x, targets in self.blocks():
+            rho = targets - x @ self.optimum
+            squares += float(rho @ rho)
+            sigma = sigma + (x * rho[:, None] ** 2).T @ x
+            cross_map = cross_map + _outer_products(x, x * rho[:, None])
+        return squares, sigma / self.n, cross_map / self.n
+
+    @property
+    def residual_squares(self) -> float:
+        return self._at_optimum[0]
+
+    @property
+    def noise_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._at_optimum[1:]
 
 
 # Rows at a time in sums over the N rows of per-row q^2 vectors: their N x q^2 matrix
@@ -110,22 +181,34 @@ def from_design(design: np.ndarray, targets: np.ndarray) -> Quadratic:
     return Quadratic(design, targets, design.T @ design / len(targets))
 
 
+# Rows a block when a Streamed problem reads its file.
+STREAM_ROWS = 1 << 18
+
+
+def problem_of(source) -> LeastSquares:
+    """The problem of a recipe's data (data.Source, read with `ones`: design matrices): a
+    Quadratic when the set is held, else Streamed from its file."""
+    if source.held is not None:
+        return from_design(*source.held)
+    return Streamed.of(functools.partial(source.blocks, STREAM_ROWS))
+
+
 def lr_of(alpha: float, gradient_scale: float) -> float:
     """The learning rate of a recipe whose gradient loss has this scale, for step alpha."""
     return alpha / (2 * gradient_scale)
 
 
-def gd_limit(problem: Quadratic) -> float:
+def gd_limit(problem: LeastSquares) -> float:
     """The largest stable step of full-batch GD: 2 / lambda_max(H)."""
     return 2 / problem.lambda_max
 
 
-def beta(problem: Quadratic) -> float:
+def beta(problem: LeastSquares) -> float:
     """max_i |x~_i|^2 (Ma, Bassily & Belkin)."""
-    return float(np.max(np.einsum("ij,ij->i", problem.design, problem.design)))
+    return problem.beta
 
 
-def critical_batch_mbb(problem: Quadratic) -> float:
+def critical_batch_mbb(problem: LeastSquares) -> float:
     """Ma, Bassily & Belkin's m* = beta / lambda_1 + 1 (lambda_1 = lambda_max(H))."""
     return beta(problem) / problem.lambda_max + 1
 
@@ -136,7 +219,7 @@ def batch_noise_factor(m: int, n: int, replacement: bool) -> float:
     return 1 / m if replacement else (n - m) / (m * (n - 1))
 
 
-def second_moment_map(problem: Quadratic, alpha: float, m: int, replacement: bool = True
+def second_moment_map(problem: LeastSquares, alpha: float, m: int, replacement: bool = True
                       ) -> np.ndarray:
     """T as a (q^2, q^2) matrix on vec(M)."""
     q = problem.hessian.shape[0]
@@ -157,7 +240,7 @@ def symmetric_radius(matrix: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.eigvals(project @ matrix @ project))))
 
 
-def critical_step(problem: Quadratic, m: int, replacement: bool = True,
+def critical_step(problem: LeastSquares, m: int, replacement: bool = True,
                   tolerance: float = 1e-10) -> float:
     """alpha_crit(m): where the spectral radius of T reaches 1 (bisection; for alpha below
     it the second moment of e decays). At most GD's 2 / lambda_max."""
@@ -212,7 +295,7 @@ def noise_scale(problem: Quadratic, theta: np.ndarray) -> NoiseScale:
                       float(np.trace(sigma)), float(np.trace(problem.hessian @ sigma)))
 
 
-def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
+def expected_losses(problem: LeastSquares, theta0: np.ndarray, alpha: float,
                     batch_sizes: np.ndarray, log_after: np.ndarray, loss_scale: float
                     ) -> np.ndarray:
     """E[recorded loss] at the start and after each update count in log_after, for batches
@@ -230,11 +313,10 @@ def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
 
     The maps are built once: S (`fourth`) on vec(E[e e^T]) and C on E[e], vec K = C E[e],
     so an update costs O(q^4), whatever N."""
-    x, rho, hessian = problem.design, problem.residuals, problem.hessian
+    hessian = problem.hessian
     q = hessian.shape[0]
     step = np.eye(q) - alpha * hessian
-    sigma_rho = (x * rho[:, None] ** 2).T @ x / problem.n
-    cross_map = _outer_products(x, x * rho[:, None]) / problem.n           # (q^2, q)
+    sigma_rho, cross_map = problem.noise_moments                            # C: (q^2, q)
     best = problem.best_loss(loss_scale)
     errors = np.atleast_2d(np.asarray(theta0, np.float64)) - problem.optimum
     mean, second = errors.mean(axis=0), errors.T @ errors / len(errors)
@@ -253,7 +335,7 @@ def expected_losses(problem: Quadratic, theta0: np.ndarray, alpha: float,
     return np.array(losses)
 
 
-def figures(problem: Quadratic, gradient_scale: float) -> dict[str, float]:
+def figures(problem: LeastSquares, gradient_scale: float) -> dict[str, float]:
     """A recipe's theory figures for metrics/evaluate.json, to 4 significant digits (figures
     to read; their last bits, from BLAS and LAPACK, differ between CPUs far below that)."""
     from descent.numbers import significant
@@ -264,7 +346,7 @@ def figures(problem: Quadratic, gradient_scale: float) -> dict[str, float]:
             "critical_batch_mbb": significant(critical_batch_mbb(problem), 4)}
 
 
-def stability(problem: Quadratic, batch: int, lr: float, gradient_scale: float
+def stability(problem: LeastSquares, batch: int, lr: float, gradient_scale: float
               ) -> dict[str, float | str]:
     """A (recipe, variant)'s learning rate beside its mean-square stability limit at its
     batch size (batches drawn without replacement, the one-batch view of reshuffling; for

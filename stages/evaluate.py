@@ -20,13 +20,14 @@ from descent.io import ROOT, cli, write_csv, write_json
 
 def main() -> None:
     config = configuration.load()
-    from descent.data import check_datasets
+    from descent.data import recipe_sources
     from descent.judge import judge_all, load_closed_form
-    from descent.theory import from_design
+    from descent.theory import problem_of
 
-    # Each data set read as its design matrix [X, 1]: theory's problem, without a copy.
-    problems = {name: from_design(*data)
-                for name, data in check_datasets(config, ones=True).items()}
+    # Each data set read as its design matrix [X, 1]: theory's problem, without a copy (a
+    # set above data.STREAMED_ROWS rows read from its file a block at a time instead).
+    problems = {name: problem_of(source)
+                for name, source in recipe_sources(config, ones=True).items()}
     judged = judge_all(config, load_closed_form(config.recipes), problems)
     for name, frame in judged.bands.items():
         # the exact expected loss, where a recipe's batches are drawn with replacement

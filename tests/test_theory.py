@@ -166,3 +166,35 @@ def test_the_fourth_moment_summed_a_block_of_rows_at_a_time_is_the_whole_sum(mon
     monkeypatch.setattr(theory, "BLOCK_ROWS", 7)
     blocked = theory.quadratic(features, targets)
     np.testing.assert_allclose(blocked.fourth, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_a_streamed_problem_is_the_held_one(tmp_path):
+    """A set too large to hold is read a block at a time (theory.Streamed): its figures are
+    the held Quadratic's up to the order of float64 sums (relative error at most ~N eps
+    = 2e-12 of the summed magnitudes at N = 20000, times H's condition number, < 10 for
+    these normal features: 1e-9 leaves margin), and beta, a maximum, exactly."""
+    from descent.data import Source, stream_dataset
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(20_000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
+    targets = features @ [1.0, -2.0, 0.5] + 3 + rng.standard_normal(20_000)
+    np.save(tmp_path / "set.npy", np.c_[features, targets])
+    held = theory.quadratic(features, targets)
+    streamed = theory.problem_of(Source(20_000, None, lambda rows: stream_dataset(
+        tmp_path / "set.npy", 3000, ones=True)))  # 7 blocks, the last one shorter
+    assert isinstance(streamed, theory.Streamed) and streamed.n == 20_000
+    assert streamed.beta == held.beta
+    close = dict(rtol=1e-9, atol=0)
+    np.testing.assert_allclose(streamed.hessian, held.hessian, **close)
+    np.testing.assert_allclose(streamed.fourth, held.fourth, **close)
+    np.testing.assert_allclose(streamed.optimum, held.optimum, **close)
+    assert streamed.best_loss(0.5) == pytest.approx(held.best_loss(0.5), rel=1e-9)
+    for mine, theirs in zip(streamed.noise_moments, held.noise_moments):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
+    for batch in (1, 10, 20_000):
+        assert theory.critical_step(streamed, batch) == pytest.approx(
+            theory.critical_step(held, batch), rel=1e-8)  # the bisection's own 1e-10, and H's
+    curve = dict(theta0=np.zeros(4), alpha=0.05, batch_sizes=np.full(50, 10),
+                 log_after=np.array([10, 50]), loss_scale=0.5)
+    np.testing.assert_allclose(theory.expected_losses(streamed, **curve),
+                               theory.expected_losses(held, **curve), **close)
