@@ -16,6 +16,7 @@ import numpy as np
 
 from descent.config import Config, Recipe, SyntheticSet
 from descent.io import ROOT, UserError, atomic_write, relative, write_json
+from descent.limits import check_memory
 from descent.paths import AIRFOIL_DATA
 
 COLUMNS = ("frequency", "angle_of_attack", "chord_length", "free_stream_velocity",
@@ -249,6 +250,7 @@ def _read_npy(path: Path, name: str, n_features: int | None, dtype, ones: bool
     values (NaN if any is)."""
     with open(path, "rb") as file:
         (n, columns), stored = _npy_header(file, name, n_features)
+        _check_fits(name, n * (columns + ones) * np.dtype(dtype).itemsize, dtype)
         features, targets = np.empty((n, columns - 1 + ones), dtype), np.empty(n, dtype)
         if ones:
             features[:, -1] = 1
@@ -262,6 +264,13 @@ def _read_npy(path: Path, name: str, n_features: int | None, dtype, ones: bool
             features[start:start + len(block), :columns - 1] = block[:, :-1]
             targets[start:start + len(block)] = block[:, -1]
     return features, targets, low, high
+
+
+def _check_fits(name: str, needed: int, dtype) -> None:
+    """A set is refused before it is read when its copy in `dtype` cannot fit."""
+    fix = "set dtype: float32 in params.yaml (half the memory), or use fewer rows" \
+        if np.dtype(dtype) == np.float64 else "use fewer rows, or a machine with more memory"
+    check_memory(f"{name} read as {np.dtype(dtype).name}", needed, fix)
 
 
 def npy_shape(path: Path, n_features: int | None = None, key: str = "") -> tuple[int, int]:

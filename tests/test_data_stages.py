@@ -238,3 +238,20 @@ def test_a_data_file_reads_as_features_or_as_its_design_matrix(tmp_path, suffix)
     np.testing.assert_array_equal(targets, table[:, 2].astype(np.float32))
     np.testing.assert_array_equal(design, np.c_[table[:, :2], np.ones(10)])
     np.testing.assert_array_equal(wide, table[:, 2])
+
+
+def test_a_set_that_cannot_fit_is_refused_before_it_is_read(monkeypatch, tmp_path):
+    """The copy a stage would make is sized from the .npy's header: past the memory limit
+    (half the RAM; 1 MB here) it is one clear line, naming the fix, before any allocation."""
+    from descent import limits
+    from descent.io import UserError
+
+    np.save(tmp_path / "big.npy", np.ones((100_000, 3)))  # 2.4 MB in float64, 1.2 in float32
+    monkeypatch.setattr(limits, "memory_limit", lambda: 1_000_000)
+    with pytest.raises(UserError, match=r"big.npy read as float64 would need about 0.00224 "
+                                         r"GiB.*set dtype: float32 in params.yaml"):
+        data.load_dataset(tmp_path / "big.npy", 2)
+    with pytest.raises(UserError, match="read as float32 .*use fewer rows"):
+        data.load_dataset(tmp_path / "big.npy", 2, dtype=np.float32)
+    monkeypatch.setattr(limits, "memory_limit", lambda: 3_000_000)
+    assert data.load_dataset(tmp_path / "big.npy", 2)[0].shape == (100_000, 2)
