@@ -412,14 +412,9 @@ STREAMED_ROWS = 1_000_000
 @dataclass(frozen=True)
 class Source:
     """A recipe's data, checked: held in memory (float64), or, above STREAMED_ROWS rows,
-    read from its .npy a block at a time whenever blocks() is called."""
-    n: int
+    read from its .npy a block at a time each time `blocks` is called."""
     held: tuple[np.ndarray, np.ndarray] | None  # (features, targets): the whole set
-    read: Callable | None = None                # rows -> blocks, when not held
-
-    def blocks(self, rows: int):
-        """(features, targets) blocks of at most `rows` rows (held: the set in one)."""
-        return iter([self.held]) if self.held is not None else self.read(rows)
+    blocks: Callable | None = None  # when not held: rows -> (features, targets) blocks
 
 
 def recipe_sources(config: Config, ones: bool = False) -> dict[str, Source]:
@@ -432,11 +427,11 @@ def recipe_sources(config: Config, ones: bool = False) -> dict[str, Source]:
         expected = config.n_features(recipe)
         rows, columns = npy_shape(path, expected, key) if path.suffix == ".npy" else (0, 0)
         if rows > STREAMED_ROWS:
-            sources[name] = Source(rows, None, functools.partial(
+            sources[name] = Source(None, functools.partial(
                 stream_dataset, path, n_features=expected, key=key, ones=ones))
         else:
             held = load_recipe_data(config, recipe, ones=ones)
-            sources[name] = Source(len(held[1]), held)
+            sources[name] = Source(held)
             columns = held[0].shape[1] + 1 - ones
         check_width(recipe, columns - 1)
     return sources

@@ -13,13 +13,14 @@ import math
 
 import numpy as np
 
-from descent.data import STREAMED_ROWS
+from descent.data import STREAMED_ROWS, recipe_sources
 from descent.statistics import BLOCK_ROWS, combine, partial_statistics, sufficient_statistics
 
 # Above data.STREAMED_ROWS rows the closed form comes from the normal equations (a set that
 # large is streamed from its file, never held): scikit-learn holds about three copies of the
 # data (10^7 x 10 in float64: 2.6 GB). tests/test_evaluate.py holds the two routes to one
 # answer where both run.
+
 # Rows read at a time when streamed: two blocks of statistics, summed in parallel (about
 # 46 MB of float64 at 10 features).
 STREAM_ROWS = 2 * BLOCK_ROWS
@@ -29,8 +30,6 @@ def closed_forms(config) -> dict[str, dict]:
     """Every recipe's closed_form (stage solve), its data checked first (every recipe's
     before any is solved); a set above data.STREAMED_ROWS rows read from its file a block
     at a time, twice, and never held whole."""
-    from descent.data import recipe_sources
-
     sources = recipe_sources(config)
     return {name: closed_form(*sources[name].held, recipe.loss.scale)
             if sources[name].held is not None else

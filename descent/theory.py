@@ -94,15 +94,14 @@ class Quadratic(LeastSquares):
     @functools.cached_property
     def beta(self) -> float:
         """max_i |x~_i|^2 (Ma, Bassily & Belkin)."""
-        return float(np.max(np.einsum("ij,ij->i", self.design, self.design)))
+        return _largest_row(self.design)
 
     @functools.cached_property
     def noise_moments(self) -> tuple[np.ndarray, np.ndarray]:
         """(Sigma_rho (q, q), C (q^2, q)) of `expected_losses`: the noise at the optimum
         and its cross term's map."""
-        x, rho = self.design, self.residuals
-        return ((x * rho[:, None] ** 2).T @ x / self.n,
-                _outer_products(x, x * rho[:, None]) / self.n)
+        sigma, cross_map = _noise_sums(self.design, self.residuals)
+        return sigma / self.n, cross_map / self.n
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +123,7 @@ class Streamed(LeastSquares):
         for design, targets in blocks():
             n += len(targets)
             gram, cross = gram + design.T @ design, cross + design.T @ targets
-            beta = max(beta, float(np.max(np.einsum("ij,ij->i", design, design))))
+            beta = max(beta, _largest_row(design))
             fourth = fourth + _outer_products(design)
         return cls(blocks, n, gram / n, cross / n, beta, fourth / n)
 
@@ -138,8 +137,8 @@ class Streamed(LeastSquares):
         for x, targets in self.blocks():
             rho = targets - x @ self.optimum
             squares += float(rho @ rho)
-            sigma = sigma + (x * rho[:, None] ** 2).T @ x
-            cross_map = cross_map + _outer_products(x, x * rho[:, None])
+            block_sigma, block_map = _noise_sums(x, rho)
+            sigma, cross_map = sigma + block_sigma, cross_map + block_map
         return squares, sigma / self.n, cross_map / self.n
 
     @property
@@ -154,6 +153,15 @@ class Streamed(LeastSquares):
 # Rows at a time in sums over the N rows of per-row q^2 vectors: their N x q^2 matrix
 # would take 121 x 8 bytes a row at 10 features (10 GB at 10^7 rows).
 BLOCK_ROWS = 1 << 15
+
+
+def _largest_row(design: np.ndarray) -> float:
+    return float(np.max(np.einsum("ij,ij->i", design, design)))
+
+
+def _noise_sums(x: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum_i rho_i^2 x~_i x~_i^T and sum_i vec(x~_i x~_i^T) (rho_i x~_i)^T over these rows."""
+    return (x * rho[:, None] ** 2).T @ x, _outer_products(x, x * rho[:, None])
 
 
 def _outer_products(design: np.ndarray, right: np.ndarray | None = None) -> np.ndarray:
@@ -203,14 +211,9 @@ def gd_limit(problem: LeastSquares) -> float:
     return 2 / problem.lambda_max
 
 
-def beta(problem: LeastSquares) -> float:
-    """max_i |x~_i|^2 (Ma, Bassily & Belkin)."""
-    return problem.beta
-
-
 def critical_batch_mbb(problem: LeastSquares) -> float:
     """Ma, Bassily & Belkin's m* = beta / lambda_1 + 1 (lambda_1 = lambda_max(H))."""
-    return beta(problem) / problem.lambda_max + 1
+    return problem.beta / problem.lambda_max + 1
 
 
 def batch_noise_factor(m: int, n: int, replacement: bool) -> float:
@@ -342,7 +345,7 @@ def figures(problem: LeastSquares, gradient_scale: float) -> dict[str, float]:
 
     return {"lambda_max": significant(problem.lambda_max, 4),
             "gd_limit_lr": significant(lr_of(gd_limit(problem), gradient_scale), 4),
-            "beta": significant(beta(problem), 4),
+            "beta": significant(problem.beta, 4),
             "critical_batch_mbb": significant(critical_batch_mbb(problem), 4)}
 
 

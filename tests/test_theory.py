@@ -26,7 +26,7 @@ def test_the_airfoil_figures_the_issue_quotes(airfoil):
     problem = theory.quadratic(*airfoil)
     assert 2 / theory.gd_limit(problem) == pytest.approx(2.098, abs=5e-4)
     assert theory.gd_limit(problem) == pytest.approx(0.953, abs=5e-4)
-    assert theory.beta(problem) == pytest.approx(35.6, abs=0.05)
+    assert problem.beta == pytest.approx(35.6, abs=0.05)
 
 
 def test_the_critical_step_of_full_batches_is_gds_and_grows_with_the_batch(airfoil):
@@ -180,7 +180,7 @@ def test_a_streamed_problem_is_the_held_one(tmp_path):
     targets = features @ [1.0, -2.0, 0.5] + 3 + rng.standard_normal(20_000)
     np.save(tmp_path / "set.npy", np.c_[features, targets])
     held = theory.quadratic(features, targets)
-    streamed = theory.problem_of(Source(20_000, None, lambda rows: stream_dataset(
+    streamed = theory.problem_of(Source(None, lambda rows: stream_dataset(
         tmp_path / "set.npy", 3000, ones=True)))  # 7 blocks, the last one shorter
     assert isinstance(streamed, theory.Streamed) and streamed.n == 20_000
     assert streamed.beta == held.beta

@@ -182,7 +182,7 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
     work = np.zeros(3 * pad + 2 * (p + 1), features.dtype)
     theta, grad = work[pad:pad + p + 1], work[2 * pad + p + 1:2 * pad + 2 * p + 2]
     rows, dots = np.empty(LANES, np.int64), np.empty(LANES, features.dtype)
-    # the watch, float64: v = gram theta - cross, and an update's change
+    # the watch at batches above 1, float64: v = gram theta - cross, and an update's change
     q, per_n = p + 1, problem.loss_scale / n
     near = np.zeros(3 * pad + 2 * q)
     v, change = near[pad:pad + q], near[2 * pad + q:2 * pad + 2 * q]
@@ -210,7 +210,9 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                 record.reached_at[run] = 0
                 above = -np.inf
             below = limit * (1.0 - MARGIN)
-            estimate, due = _restart(theta, problem, v, loss), RESYNC
+            estimate, due = loss, RESYNC
+            if m > 1:
+                _gradient(theta, problem, v)
         while point < log_after.shape[0]:
             # The update rule, in the dtype of the features:
             #   r = X_B w + b - y_B;  w -= step * X_B^T r;  b -= step * sum(r)
@@ -298,7 +300,9 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                     if loss <= watch.target and record.reached_at[run] < 0:
                         record.reached_at[run] = update
                         above = -np.inf
-                    estimate, due = _restart(theta, problem, v, loss), update + RESYNC
+                    estimate, due = loss, update + RESYNC
+                    if m > 1:
+                        _gradient(theta, problem, v)
             if replaying:  # every update checked, up to the unsound logging point
                 if not _sound(theta, _loss(theta, problem), limit) \
                         or update == log_after[point]:  # (reached only if the replay differs)
@@ -351,14 +355,13 @@ def _watch_rows(x, gram, cross) -> np.ndarray:
 
 
 @njit_cached(nogil=True)
-def _restart(theta, problem, v, loss):
-    """The watch's estimate restarts from an exact loss: v = gram theta - cross; -> loss."""
+def _gradient(theta, problem, v):
+    """v = gram theta - cross, from which the watch's estimate moves at batches above 1."""
     for a in range(theta.shape[0]):
         total = -problem.cross[a]
         for b in range(theta.shape[0]):
             total += problem.gram[b, a] * np.float64(theta[b])
         v[a] = total
-    return loss
 
 
 @njit_cached(nogil=True)
