@@ -29,7 +29,10 @@ def _end_with_parent() -> None:
     """On Linux, ask the kernel to end this process when its parent (dvc) dies.
 
     Without it, SIGKILL of `dvc` leaves the stage running unsupervised, and the next
-    `dvc repro` starts a second writer on the same outputs.
+    `dvc repro` starts a second writer on the same outputs. The signal is SIGKILL, not
+    SIGTERM: a SIGTERM ignored by whoever started dvc (a CI runner, `trap '' TERM`) stays
+    ignored in every process below it, and the stage installs no handler that SIGTERM
+    would run. Half-written outputs are only ever temporaries, removed by the next run.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -39,11 +42,11 @@ def _end_with_parent() -> None:
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != LAUNCHER_PID or _orphaned_by_dvc():  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _orphaned_by_dvc() -> bool:

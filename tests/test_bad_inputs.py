@@ -288,11 +288,13 @@ def running(status: Path) -> bool:
 
 
 def test_killing_dvc_ends_the_stage_too(project, env):
-    """SIGKILL of `dvc` alone must not leave the stage running unsupervised."""
+    """SIGKILL of `dvc` alone must not leave the stage running unsupervised, even where
+    whoever started dvc ignores SIGTERM (a CI runner did: the ignore is inherited)."""
     edit(project, "# batch = 1\n    airfoil: {lr: 0.005, epochs: 2}",
          "# batch = 1\n    airfoil: {lr: 0.005, epochs: 50000}")  # a minute of work
     dvc = subprocess.Popen(["dvc", "repro", "train@sgd"], cwd=project, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     stage = None
     deadline = time.monotonic() + 60
     while stage is None and time.monotonic() < deadline:
@@ -323,7 +325,8 @@ def test_a_stage_whose_dvc_died_before_python_started_ends(project, env):
     launcher = subprocess.run(
         ["sh", "-c", f"{sys.executable} -m stages.train sgd </dev/null >/dev/null 2>&1 & "
                      "echo $!"],
-        cwd=project, env={**env, "DVC_STAGE": "train@sgd"}, capture_output=True, text=True)
+        cwd=project, env={**env, "DVC_STAGE": "train@sgd"}, capture_output=True, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))  # as a CI runner may
     stage = int(launcher.stdout)
     status = Path(f"/proc/{stage}/stat")
     parent = status.read_text().rsplit(")", 1)[1].split()[1] if status.exists() else "1"
