@@ -31,6 +31,7 @@ LANE_FEATURES = 8  # from this many features up
 # (or below the divergence limit). The estimate's drift over RESYNC updates is orders of
 # magnitude smaller (see _runs).
 RESYNC = 64
+BLOCK_MIN = 16  # at batch 1, a block shorter than this costs more than the estimate saves
 MARGIN = 1e-3
 FLOOR = 1e-8
 
@@ -59,8 +60,10 @@ class Watch(NamedTuple):
     """A target loss every run watches for (plan.target). The kernel is compiled apart with
     and without one (None), so that runs without one pay nothing for it."""
     target: float
-    rows: np.ndarray       # at batch 1, (N, p+3) float64: for each row z = (x_k, 1),
-                           # gram z, z.cross, z.gram z; else (0, p+3)
+    rows: np.ndarray       # at batch 1, (N, p+4) float64: for each row z = (x_k, 1),
+                           # gram z, z.cross, z.gram z, and |z| rounded up; else (0, p+4)
+    curvature: float       # loss_scale/N x the largest eigenvalue of gram, rounded up
+    rounding: float        # x's dtype's machine epsilon
 
 
 class Record(NamedTuple):
@@ -93,7 +96,10 @@ def compiled_runs(features, targets, thetas, plan, schedule, progress, lrs,
     full, short = epoch_batches(n, m, plan.drop_last)
     walk = Walk(m, full, full + (short > 0), schedule.log_after, float(plan.blowup))
     watch = None if plan.target is None else Watch(
-        float(plan.target), _watch_rows(x, gram, cross) if m == 1 else np.empty((0, p + 3)))
+        float(plan.target),
+        _watch_rows(x, gram, cross) if m == 1 else np.empty((0, p + 4)),
+        float(plan.loss_scale) / n * np.linalg.eigvalsh(gram)[-1] * (1 + 1e-6),
+        float(np.finfo(x.dtype).eps))
     # The step of a full and of the short batch, each divided in float64 and rounded once
     # to the working dtype.
     scale = 2 * plan.gradient_scale * np.asarray(lrs, np.float64)
@@ -166,13 +172,17 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
     estimate of the loss, L(theta - D) = L(theta) - loss_scale/N D.(2v - gram D) with
     v = gram theta - cross and D the update's change. At batch 1, D = along z for the
     example's z = (x_k, 1), and z.v and z.gram z come from watch.rows in O(p); at larger
-    batches D = step * gradient and v is kept up to date, O(p^2) an update. Only the exact
-    loss (_loss) decides, computed when the estimate comes near the target or the divergence
-    limit and every RESYNC updates, each time restarting the estimate from it. The estimate
-    follows the float64 ideal of each float32 update: their gap is the loss of the
-    roundings, about eps32^2 of the start's loss an update plus a cross term that vanishes
-    with the gradient, far inside MARGIN and FLOOR (tests/test_sweep.py checks the counts
-    against every update's exact loss).
+    batches D = step * gradient and v is kept up to date, O(p^2) an update. Cheaper still at
+    batch 1, far from the target and the limit: a block, begun at an exact loss L at theta0
+    (v0 there), knows L(theta0 + D) lies within L -+ loss_scale/N (2|D||v0| +
+    curvature |D|^2) and bounds |D| by the sum of each update's |along| |z| (plus its
+    rounding), O(1) an update; the block ends when that sum passes the room _room left it.
+    Only the exact loss (_loss) decides, computed when the estimate comes near the target or
+    the divergence limit, every RESYNC updates, and when a block ends, each time restarting
+    the estimate or a block from it. The estimate follows the float64 ideal of each float32
+    update: their gap is the loss of the roundings, about eps32^2 of the start's loss an
+    update plus a cross term that vanishes with the gradient, far inside MARGIN and FLOOR
+    (tests/test_sweep.py checks the counts against every update's exact loss).
     """
     features, targets = problem.features, problem.targets
     n, p = features.shape
@@ -200,8 +210,11 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
         point = 0                            # logging points passed; next: log_after[point]
         update, epoch, batch = 0, 0, 0       # updates done; the next one's epoch and batch
         replaying = False
-        # the watch: an estimate inside (above, below) needs no exact loss before `due`
+        # the watch: an estimate inside (above, below) needs no exact loss before `due`;
+        # at batch 1, a block (bounded) needs none while theta moved at most `room` from
+        # where the block began, at `since`
         watching, above, below, estimate, due = False, 0.0, 0.0, 0.0, 0
+        bounded, moved, room, slack, since = False, 0.0, 0.0, 0.0, 0
         if watch is not None:  # (numba compiles this only for a watch, not for None)
             watching = True
             # estimate - MARGIN estimate > target + FLOOR start's loss: not at the target
@@ -211,8 +224,10 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                 above = -np.inf
             below = limit * (1.0 - MARGIN)
             estimate, due = loss, RESYNC
-            if m > 1:
-                _gradient(theta, problem, v)
+            _gradient(theta, problem, v)
+            if m == 1:
+                bounded = True
+                room, slack = _room(theta, v, loss, above, below, per_n, watch)
         while point < log_after.shape[0]:
             # The update rule, in the dtype of the features:
             #   r = X_B w + b - y_B;  w -= step * X_B^T r;  b -= step * sum(r)
@@ -269,7 +284,12 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                 batch = 0
                 epoch += 1
             if watch is not None and watching:  # every update judged as if logged
-                if m == 1:  # D = along z: with the new theta, z.v = slope - along z.gram z
+                if bounded:  # |theta - theta at since| <= moved (NaN: not inside)
+                    moved += abs(np.float64(step) * np.float64(r)) * watch.rows[k, q + 2] \
+                        + slack
+                    inside = moved <= room
+                    exact = not inside
+                elif m == 1:  # D = along z: with the new theta, z.v = slope - along z.gram z
                     along = np.float64(step) * np.float64(r)
                     slope = -watch.rows[k, q]
                     for c in range(q):
@@ -291,8 +311,11 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                             moved += problem.gram[b, a] * change[b]
                         drop += change[a] * (2.0 * v[a] - moved)
                         v[a] -= moved
-                estimate -= per_n * drop
-                if not above < estimate < below or update == due:  # (NaN: not inside)
+                if not bounded:
+                    estimate -= per_n * drop
+                    inside = above < estimate < below  # (NaN: not inside)
+                    exact = not inside or update == due
+                if exact:
                     loss = _loss(theta, problem)
                     if not _sound(theta, loss, limit):
                         record.diverged_at[run] = update
@@ -301,8 +324,14 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                         record.reached_at[run] = update
                         above = -np.inf
                     estimate, due = loss, update + RESYNC
-                    if m > 1:
+                    # batch 1: blocks while they last BLOCK_MIN updates, else the estimate,
+                    # until a quiet stretch of it (exact only as due) tries a block again
+                    bounded = m == 1 and (update - since >= BLOCK_MIN if bounded else inside)
+                    if m > 1 or bounded:
                         _gradient(theta, problem, v)
+                    if bounded:
+                        room, slack = _room(theta, v, loss, above, below, per_n, watch)
+                        moved, since = 0.0, update
             if replaying:  # every update checked, up to the unsound logging point
                 if not _sound(theta, _loss(theta, problem), limit) \
                         or update == log_after[point]:  # (reached only if the replay differs)
@@ -347,11 +376,13 @@ def _loss(theta, problem):
 
 
 def _watch_rows(x, gram, cross) -> np.ndarray:
-    """(gram z, z.cross, z.gram z) for each row z = (x_k, 1); an estimate's inputs only, so
-    BLAS's rounding is fine here (exact losses decide)."""
+    """(gram z, z.cross, z.gram z, |z|) for each row z = (x_k, 1); an estimate's inputs
+    (BLAS's rounding is fine there: exact losses decide) and a bound's: |z| rounded up past
+    the rounding of an update along z in x's dtype."""
     z = np.c_[x, np.ones(len(x))]
     moved = z @ gram
-    return np.c_[moved, z @ cross, np.einsum("ij,ij->i", moved, z)]
+    length = np.sqrt(np.einsum("ij,ij->i", z, z)) * (1 + 4 * np.finfo(x.dtype).eps)
+    return np.c_[moved, z @ cross, np.einsum("ij,ij->i", moved, z), length]
 
 
 @njit_cached(nogil=True)
@@ -362,6 +393,27 @@ def _gradient(theta, problem, v):
         for b in range(theta.shape[0]):
             total += problem.gram[b, a] * np.float64(theta[b])
         v[a] = total
+
+
+@njit_cached(nogil=True)
+def _room(theta, v, loss, above, below, per_n, watch):
+    """How far (2-norm) theta may move before its loss could leave (above, below), and the
+    rounding an update may add to that distance. With v = gram theta - cross, exactly
+    L(theta + D) = L + per_n (2 D.v + D^T gram D), which lies within
+    L -+ per_n (2 |D| |v|) (+ watch.curvature |D|^2 above)."""
+    norm, size = 0.0, 0.0
+    for a in range(theta.shape[0]):
+        norm += v[a] * v[a]
+        size += np.float64(theta[a]) * np.float64(theta[a])
+    slope = per_n * np.sqrt(norm)
+    low = np.inf if slope == 0.0 else (loss - above) / (2.0 * slope)
+    headroom = below - loss
+    high = 0.0 if not headroom > 0.0 else \
+        headroom / (slope + np.sqrt(slope * slope + watch.curvature * headroom))
+    room = max(0.0, min(low, high))
+    # an update's own rounding: half an ulp of each parameter, whose norm is at most
+    # |theta| + room within the block
+    return room, watch.rounding * (np.sqrt(size) + room)
 
 
 @njit_cached(nogil=True)

@@ -60,8 +60,8 @@ def memory_needed(n_examples: int, n_features: int, plan: "Plan", itemsize: int,
     orders = 0 if in_order(plan) else \
         plan.epochs * n_examples * np.dtype(index_dtype(n_examples)).itemsize
     per_update = 24 if held is None else 0  # the torch backends index arrays per update
-    # watching for a target at batch 1: p+3 float64 figures of every row (compiled.Watch)
-    watched = n_examples * (p1 + 2) * 8 \
+    # watching for a target at batch 1: p+4 float64 figures of every row (compiled.Watch)
+    watched = n_examples * (p1 + 3) * 8 \
         if plan.target is not None and plan.batch_size == 1 else 0
     return (min(runs, runs if held is None else held) * orders
             + runs * points * (p1 * itemsize * 2 + 16)
