@@ -164,6 +164,40 @@ def _sweep_grid_cost() -> list[dict]:
     return rows
 
 
+def time_to_target() -> list[dict]:
+    """Wall-clock time to the sweep's target, per batch size and engine: the steps the sweep
+    measured at each batch size's best learning rate (plots/sweep_best, airfoil) times the
+    seconds an update costs there (the slope between calls of U and 2U updates, so that a
+    call's fixed cost drops out; interleaved, minimum of 5 rounds). The chapter's argument:
+    a framework that pays per call (the literal loop) wins time with larger batches, while
+    the compiled kernel, paying per example, wins with the fewest examples."""
+    import pandas as pd
+
+    table = np.load(ROOT / "data/prepared/airfoil.npy")
+    x, y = table[:, :-1].astype(np.float32), table[:, -1].astype(np.float32)
+    steps = pd.read_csv(ROOT / "plots/sweep_best/airfoil.csv").set_index("batch_size")
+    grid = pd.read_csv(ROOT / "plots/sweep/airfoil.csv")
+    lrs = grid[grid["best"]].set_index("batch_size")["lr"]
+    rows = []
+    for batch in steps.index:
+        per_epoch = -(-len(y) // batch)
+        row = {"batch_size": int(batch), "steps": float(steps.loc[batch, "steps"]),
+               "lr": float(lrs[batch])}
+        for engine, updates in (("loop", 200), ("affine", 400), ("compiled", 20000)):
+            epochs = -(-updates // per_epoch)
+            plans = [Plan(n_examples=len(y), batch_size=int(batch), epochs=e,
+                          lr=row["lr"]) for e in (epochs, 2 * epochs)]
+            made = [schedule(plan) for plan in plans]
+            # a run that diverged would stop early and time fewer updates than counted
+            assert timed_runs(engine, x, y, plans[1], made=made[1]).diverged_at[0] < 0
+            best = interleaved({k: functools.partial(timed_runs, engine, x, y, plans[k],
+                                                     made=made[k]) for k in (0, 1)}, 5)
+            per_update = (best[1] - best[0]) / (epochs * per_epoch)
+            row[f"{engine}_s_to_target"] = row["steps"] * per_update
+        rows.append(row)
+    return rows
+
+
 def features_sweep(device: str) -> list[dict]:
     """Microseconds per update of each backend as the features grow (1000 rows, batch 1,
     one epoch): the affine maps cost O(p^3) per update, the others O(p), so past some p the
@@ -280,7 +314,7 @@ def draw(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right, sweep) = plt.subplots(1, 3, figsize=(16, 4))
+    figure, (left, right, sweep, target) = plt.subplots(1, 4, figsize=(21, 4))
     batches = [row["batch_size"] for row in results["airfoil"]]
     for key in [k for k in results["airfoil"][0] if k.endswith("_s_per_epoch")]:
         points = [(row["batch_size"], row[key]) for row in results["airfoil"] if key in row]
@@ -302,6 +336,14 @@ def draw(results: dict) -> None:
     sweep.set(xscale="log", yscale="log", xlabel="features (1000 rows, batch 1)",
               ylabel="µs per update", title="cost per update as features grow")
     sweep.legend()
+    rows = results["time_to_target"]
+    for engine, color in (("loop", "C3"), ("affine", "C0"), ("compiled", "C2")):  # as left
+        target.plot([row["batch_size"] for row in rows],
+                    [row[f"{engine}_s_to_target"] for row in rows], marker="o", label=engine,
+                    color=color)
+    target.set(xscale="log", yscale="log", xlabel="batch size (best lr, steps measured)",
+               ylabel="seconds", title="airfoil, wall-clock time to the sweep's target")
+    target.legend()
     figure.tight_layout()
     figure.savefig(OUT / "results.png", dpi=90)
 
@@ -319,6 +361,7 @@ def main() -> None:
              (10**5, 100, 1), (10**6, 100, 1), (10**6, 10, 1), (10**4, 10, 16),
              (10**4, 10, 256)]
     results["sweep_grid"] = sweep_grid_cost()
+    results["time_to_target"] = time_to_target()
     results["features"] = features_sweep("cuda" if cuda else "cpu")
     results["large"] = [large(*case) for case in cases]
     if cuda:  # the engine issue's GPU targets: 256 seeds x 10^6 updates, 10^6 x 100 batch 1
@@ -347,6 +390,11 @@ def main() -> None:
     for row in results["sweep_grid"]:
         print(f"{row['batch_size']:12d}{row['single_ns_per_update']:15.1f}"
               f"{row['grid_ns_per_run_update']:17.1f}{row['ratio']:7.2f}")
+    print(f"{'target batch':>12s}{'steps':>8s}" + "".join(
+        f"{e + ' ms':>13s}" for e in ("loop", "affine", "compiled")))
+    for row in results["time_to_target"]:
+        print(f"{row['batch_size']:12d}{row['steps']:8.1f}" + "".join(
+            f"{row[e + '_s_to_target'] * 1e3:13.4f}" for e in ("loop", "affine", "compiled")))
     keys = [k for k in results["features"][0] if k != "features"]
     print(f"{'features':>9s}" + "".join(f"{k.replace('_us_per_update', ' µs/upd'):>22s}"
                                         for k in keys))
