@@ -302,6 +302,21 @@ def write_arrays(path: Path, arrays: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
+def read_arrays(path: Path, writer: str) -> dict[str, Any]:
+    """Every array of a .npz file a stage wrote, read now (np.load is lazy: a damaged member
+    would fail later, far from the file's name)."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        with np.load(path) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError):
+        raise damaged(path, writer) from None
+
+
 def read_json(path: Path, writer: str = "") -> Any:
     """A JSON file a stage wrote; a damaged one (truncated, hand-edited) is a user error that
     names the stage `writer` which rebuilds it."""

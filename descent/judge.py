@@ -3,17 +3,14 @@ over the seeds (what stage `evaluate` writes)."""
 from __future__ import annotations
 
 import math
-import zipfile
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from descent.config import VARIANTS, batch_size
 from descent import paths
-from descent.io import ROOT, UserError, damaged, read_json
+from descent.io import ROOT, UserError, damaged, read_arrays, read_json
 from descent.numbers import DIGITS, significant
 from descent.records import SeedRun, Trained, VariantRuns
 
@@ -221,16 +218,6 @@ def _written_by_train(variant: str, read, path: str):
                         "first") from None
 
 
-def _curves(path: Path, writer: str) -> dict[str, np.ndarray]:
-    """Every array of a .npz curves file, read now (np.load is lazy: a damaged member would
-    fail later, far from the file's name)."""
-    try:
-        with np.load(path) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError):
-        raise damaged(path, writer) from None
-
-
 def load_runs(variant: str) -> tuple[Trained, Any]:
     """What train@<variant> wrote: its results and each seed's loss curves."""
     path = paths.train_results(variant)
@@ -239,7 +226,7 @@ def load_runs(variant: str) -> tuple[Trained, Any]:
         trained = Trained.from_json(record)
     except (KeyError, TypeError, AttributeError):  # valid JSON of another shape
         raise damaged(ROOT / path, f"train@{variant}") from None
-    return trained, _written_by_train(variant, _curves, paths.curves(variant))
+    return trained, _written_by_train(variant, read_arrays, paths.curves(variant))
 
 
 def load_trained(variant: str) -> tuple[Trained, Any, dict]:

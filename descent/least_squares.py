@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from descent.data import STREAMED_ROWS, recipe_sources
-from descent.statistics import BLOCK_ROWS, combine, partial_statistics, sufficient_statistics
+from descent.statistics import (BLOCK_ROWS, combine, of_blocks, partial_statistics,
+                                sufficient_statistics)
 
 # Above data.STREAMED_ROWS rows the closed form comes from the normal equations (a set that
 # large is streamed from its file, never held): scikit-learn holds about three copies of the
@@ -26,19 +27,27 @@ from descent.statistics import BLOCK_ROWS, combine, partial_statistics, sufficie
 STREAM_ROWS = 2 * BLOCK_ROWS
 
 
-def closed_forms(config) -> dict[str, dict]:
+def closed_forms(config) -> tuple[dict[str, dict], dict[str, dict[str, tuple]]]:
     """Every recipe's closed_form (stage solve), its data checked first (every recipe's
     before any is solved); a set above data.STREAMED_ROWS rows read from its file a block
-    at a time, twice, and never held whole."""
-    sources = recipe_sources(config)
-    return {name: closed_form(*sources[name].held, recipe.loss.scale)
-            if sources[name].held is not None else
-            streamed_closed_form(functools.partial(sources[name].blocks, STREAM_ROWS),
-                                 recipe.loss.scale)
-            for name, recipe in config.recipes.items()}
+    at a time, twice, and never held whole. And, from the same first pass, each recipe's
+    sufficient statistics in every training dtype (statistics.of_blocks), which the train
+    stages read instead of computing them each."""
+    solutions, statistics = {}, {}
+    for name, source in recipe_sources(config).items():
+        scale = config.recipes[name].loss.scale
+        if source.held is not None:
+            statistics[name] = of_blocks([source.held])
+            solutions[name] = closed_form(*source.held, scale, statistics[name]["float64"])
+        else:
+            blocks = functools.partial(source.blocks, STREAM_ROWS)
+            statistics[name] = of_blocks(blocks())
+            solutions[name] = streamed_closed_form(blocks, scale, statistics[name]["float64"])
+    return solutions, statistics
 
 
-def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) -> dict:
+def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float,
+                statistics: tuple | None = None) -> dict:
     """Least squares with an intercept (scikit-learn), recorded so that every CPU writes
     the same bytes; its loss in the convention scale * mean(r^2).
 
@@ -46,30 +55,33 @@ def closed_form(features: np.ndarray, targets: np.ndarray, loss_scale: float) ->
     rounded on the scale of the whole solution (the largest |parameter|: a bias of 1e-16
     beside weights of order 1 is 0) to the digits its conditioning supports. The loss is
     then computed from those rounded parameters in a fixed order (residuals column by
-    column, an exactly rounded sum), so it is the same everywhere too.
+    column, an exactly rounded sum), so it is the same everywhere too. `statistics`: the
+    data's float64 (gram, cross, yy), when they are known already.
     """
     n = len(targets)
     if n > STREAMED_ROWS:
         return streamed_closed_form(lambda: ((features[start:start + BLOCK_ROWS],
                                               targets[start:start + BLOCK_ROWS])
-                                             for start in range(0, n, BLOCK_ROWS)), loss_scale)
+                                             for start in range(0, n, BLOCK_ROWS)), loss_scale,
+                                    statistics)
     from sklearn.linear_model import LinearRegression
 
     model = LinearRegression(fit_intercept=True).fit(features, targets)
     theta, rank = np.r_[model.coef_, model.intercept_], int(model.rank_)
-    return _recorded(theta, rank, sufficient_statistics(features, targets)[0], n,
-                     lambda: [(features, targets)], loss_scale)
+    gram = (statistics or sufficient_statistics(features, targets))[0]
+    return _recorded(theta, rank, gram, n, lambda: [(features, targets)], loss_scale)
 
 
-def streamed_closed_form(blocks, loss_scale: float) -> dict:
+def streamed_closed_form(blocks, loss_scale: float, statistics: tuple | None = None) -> dict:
     """closed_form from the normal equations, the data passed over twice in blocks of rows
     (blocks() yields (features, targets) anew each time, every block but the last a
-    multiple of BLOCK_ROWS rows long): a set of any size in the memory of one block."""
-    partial, n = [], 0
-    for features, targets in blocks():
-        partial.append(partial_statistics(features, targets))
-        n += len(targets)
-    gram, cross, _ = combine(np.concatenate(partial))
+    multiple of BLOCK_ROWS rows long): a set of any size in the memory of one block. Once
+    only when `statistics`, the data's float64 (gram, cross, yy), are known already."""
+    if statistics is None:
+        statistics = combine(np.concatenate([partial_statistics(features, targets)
+                                             for features, targets in blocks()]))
+    gram, cross, _ = statistics
+    n = int(gram[-1, -1])  # the sum of the ones column: exact below 2^53 rows
     return _recorded(*normal_equations(gram, cross, n), gram, n, blocks, loss_scale)
 
 

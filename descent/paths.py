@@ -15,6 +15,7 @@ AIRFOIL_SCALING = "data/prepared/airfoil_scaling.json"
 SYNTHETIC = "data/synthetic"                   # <set>.npy and <set>.json (the truth)
 CUSTOM = "data/custom"                         # your own data (.csv or .npy)
 CLOSED_FORM = "data/closed_form.json"
+STATISTICS = "data/statistics.npz"             # each recipe's, per training dtype (solve)
 PUBLISHED = "data/published.yaml"              # the published figures (in git)
 HEADLINE = "metrics/final_loss.json"
 EVALUATION = "metrics/evaluate.json"
@@ -62,7 +63,7 @@ def sweep_best(recipe: str) -> str:
 def stage_outputs(variants: tuple[str, ...]) -> dict[str, list[str]]:
     """What each stage writes (a folder stands for the files in it), as dvc.yaml declares."""
     return {"check": [CHECKED], "fetch": [RAW_AIRFOIL], "prepare": [PREPARED],
-            "synthesize": [SYNTHETIC], "solve": [CLOSED_FORM],
+            "synthesize": [SYNTHETIC], "solve": [CLOSED_FORM, STATISTICS],
             **{f"train@{variant}": [train_results(variant), curves(variant), timing(variant)]
                for variant in variants},
             "evaluate": [HEADLINE, EVALUATION, PER_SEED, SPEED, LOSS_PLOTS, SECONDS_PLOTS],

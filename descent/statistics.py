@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from descent import paths
+from descent.io import ROOT, UserError, read_arrays
 from descent.jit import njit_cached
 from descent.parallel import in_parallel
 
 # Rows per block: blocks run in parallel threads, and their partial sums are added in
 # block order, so the result is the same whatever the number of cores.
 BLOCK_ROWS = 1 << 18
+# The dtypes a train stage may hold its data in (params.yaml `dtype`): stage solve records
+# each recipe's statistics in both, so that changing dtype does not rerun it.
+TRAINING_DTYPES = ("float32", "float64")
+PARTS = ("gram", "cross", "yy")
 
 
 @njit_cached(nogil=True)
@@ -75,3 +81,57 @@ def combine(partial: np.ndarray):
     p = len(total) - 2
     return (np.ascontiguousarray(total[:p + 1, :p + 1]), total[:p + 1, p + 1].copy(),
             float(total[p + 1, p + 1]))
+
+
+def of_blocks(blocks) -> dict[str, tuple]:
+    """A data set's statistics as each training dtype holds it, in one pass over `blocks`
+    ((features, targets) pairs, every one but the last a multiple of BLOCK_ROWS rows long):
+    each block cast as a train stage casts the whole set, so the same bits as
+    sufficient_statistics of that stage's copy."""
+    partial: dict[str, list] = {dtype: [] for dtype in TRAINING_DTYPES}
+    for features, targets in blocks:
+        for dtype in TRAINING_DTYPES:
+            with np.errstate(over="ignore"):  # beyond float32: train refuses the data itself
+                copy = (np.ascontiguousarray(features, dtype),
+                        np.ascontiguousarray(targets, dtype))
+            partial[dtype].append(partial_statistics(*copy))
+    return {dtype: combine(np.concatenate(parts)) for dtype, parts in partial.items()}
+
+
+def as_arrays(statistics: dict[str, dict[str, tuple]]) -> dict[str, np.ndarray]:
+    """{recipe: {dtype: (gram, cross, yy)}} as the arrays of data/statistics.npz."""
+    return {f"{name}/{dtype}/{part}": np.asarray(value)
+            for name, by_dtype in statistics.items() for dtype, figures in by_dtype.items()
+            for part, value in zip(PARTS, figures)}
+
+
+def recorded(names, dtype: str) -> dict[str, tuple]:
+    """What stage solve recorded: each recipe's (gram, cross, yy) in the training dtype, so
+    that every variant and seed reuses one computation."""
+    path = ROOT / paths.STATISTICS
+    try:
+        arrays = read_arrays(path, "solve")
+    except FileNotFoundError:
+        raise UserError(f"{paths.STATISTICS} not found; run `dvc repro solve` first") from None
+    try:
+        return {name: tuple(arrays[f"{name}/{dtype}/{part}"] for part in PARTS[:2])
+                + (float(arrays[f"{name}/{dtype}/yy"]),) for name in names}
+    except KeyError:
+        raise UserError(f"{paths.STATISTICS} has no statistics for every recipe; run `dvc "
+                        "repro solve`") from None
+
+
+def check_matches(figures: tuple, features: np.ndarray, targets: np.ndarray, name: str) -> None:
+    """Refuse recorded statistics that are not of these data (a file older than the data,
+    say, when a stage runs outside dvc): the shape and row count exactly, and each column's
+    sum to 1e-7 of its absolute sum, past the rounding of any order of summing up to 10^9
+    rows (N eps / 2). A guard, not a proof: DVC's dependency makes them match."""
+    gram, cross, _ = figures
+    n, p = features.shape
+    sums = np.r_[features.sum(axis=0, dtype=np.float64), targets.sum(dtype=np.float64)]
+    scale = np.r_[np.abs(features).sum(axis=0, dtype=np.float64),
+                  np.abs(targets).sum(dtype=np.float64)]
+    if gram.shape != (p + 1, p + 1) or gram[p, p] != n or \
+            not (np.abs(np.r_[gram[p, :p], cross[p]] - sums) <= 1e-7 * scale).all():
+        raise UserError(f"{paths.STATISTICS} does not match recipe {name}'s data (made before "
+                        "the data changed?); rebuild it with `dvc repro solve`")

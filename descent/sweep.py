@@ -22,6 +22,7 @@ from descent.engines.problem import Plan, make_schedule, memory_needed, total_up
 from descent.io import UserError
 from descent.limits import check_memory, check_work
 from descent.parallel import cores
+from descent.statistics import sufficient_statistics
 from descent.numbers import significant
 
 RESAMPLES = 1000
@@ -66,9 +67,9 @@ LOG_UPDATES = 100
 
 def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
                 target: float, gradient_scale: float, loss_scale: float, start,
-                problem: theory.Quadratic, cluster: str = "none") -> Grid:
+                problem: theory.Quadratic, cluster: str = "none", statistics=None) -> Grid:
     """One batch size's grid, in one engine call (runs: learning rates x seeds; on a dask
-    cluster's workers if one is named)."""
+    cluster's workers if one is named); statistics: of features and targets, when known."""
     n = len(targets)
     # Rounded to 8 digits: the grid's rates (and so every run's bits) do not depend on the
     # last bits LAPACK's eigenvalues have on this CPU.
@@ -80,7 +81,7 @@ def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,
     generators = [np.random.default_rng([seed, batch]) for _ in lrs for seed in range(seeds)]
     schedule = make_schedule(plan, generators, lazy=True)
     runs = train_runs(features, targets, np.tile(start, (len(generators), 1)), plan, schedule,
-                      lrs=np.repeat(lrs, seeds), cluster=cluster)
+                      lrs=np.repeat(lrs, seeds), cluster=cluster, statistics=statistics)
     # -1: never, or only after diverging
     first = np.where((runs.reached_at >= 0) & (runs.reached_at <= budget), runs.reached_at,
                      np.inf)
@@ -154,9 +155,10 @@ def sweep_recipe(settings, recipe, features, targets, dtype: str, cluster: str =
         check_work(where, total_updates(plan) * runs, fix)
     start = np.zeros(features.shape[1] + 1)
     x, y = np.asarray(features, dtype), np.asarray(targets, dtype)
+    statistics = sufficient_statistics(x, y)  # once, for every batch size's grid
     grids = [sweep_batch(x, y, batch, settings.lr_factors, settings.seeds, settings.budget,
                          target, recipe.gradient_loss.scale, recipe.loss.scale, start,
-                         problem, cluster) for batch in sorted(settings.batch_sizes)]
+                         problem, cluster, statistics) for batch in sorted(settings.batch_sizes)]
     rows, points = [], []
     for grid in grids:
         best, mean = grid.best()

@@ -16,6 +16,7 @@ from descent.numbers import significant
 from descent.parallel import cores
 from descent.plans import generator, plan_of, starts
 from descent.records import SeedRun, VariantRuns
+from descent.statistics import check_matches
 
 
 def check_fits(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
@@ -71,18 +72,22 @@ def schedule_of(plan: Plan, recipe: Recipe, variant: str, seeds: list[int]) -> S
 
 
 def seeded_runs(config: Config, recipe: Recipe, variant: str, features: np.ndarray,
-            targets: np.ndarray, device: str, seeds: list[int], progress=None) -> SeededRuns:
+                targets: np.ndarray, device: str, seeds: list[int], progress=None,
+                statistics: tuple | None = None) -> SeededRuns:
     """Train one (recipe, variant) once per seed, all seeds in one call of the engine.
 
-    Seed s gives the same run whichever other seeds are trained beside it.
+    Seed s gives the same run whichever other seeds are trained beside it. statistics: the
+    data's in config.dtype as stage solve recorded them (statistics.recorded), checked
+    against the data here; else the engine computes them.
     """
     plan = plan_of(config, recipe, variant, len(targets))
     schedule = schedule_of(plan, recipe, variant, seeds)
-    runs = train_runs(np.asarray(features, dtype=config.dtype),
-                      np.asarray(targets, dtype=config.dtype),
-                      starts(recipe, features.shape[1], seeds), plan, schedule,
+    x, y = np.asarray(features, dtype=config.dtype), np.asarray(targets, dtype=config.dtype)
+    if statistics is not None:
+        check_matches(statistics, x, y, recipe.name)
+    runs = train_runs(x, y, starts(recipe, features.shape[1], seeds), plan, schedule,
                       engine=config.train.engine, device=device, progress=progress,
-                      cluster=config.train.cluster)
+                      cluster=config.train.cluster, statistics=statistics)
     examples = schedule.examples_after(runs.log_updates)
     return SeededRuns(plan, list(seeds), runs, examples)
 

@@ -26,6 +26,9 @@ def main(variant: str = "") -> None:
     from descent.engines.dispatch import resolve_device
     from descent.numbers import DIGITS
     from descent.records import Setup, Trained
+    from descent.statistics import recorded
+
+    statistics = recorded(config.recipes, config.dtype)  # solve's, for every seed
 
     device = resolve_device(config.device)
     for recipe in config.recipes.values():  # refuse what cannot fit before any work
@@ -40,7 +43,8 @@ def main(variant: str = "") -> None:
         features, targets = datasets[recipe.name]
         with tqdm(desc=f"{variant} {recipe.name}", unit="upd", delay=1.0, leave=False) as bar:
             seeded = training.seeded_runs(config, recipe, variant, features, targets, device,
-                                          config.seed_list, progress=bar.update)
+                                          config.seed_list, progress=bar.update,
+                                          statistics=statistics[recipe.name])
         results[recipe.name] = training.summary(seeded, DIGITS[config.dtype],
                                                 config.fingerprint(variant, recipe.name))
         timings[recipe.name] = training.timing(seeded)

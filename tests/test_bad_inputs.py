@@ -143,14 +143,15 @@ def test_bad_params(project, env, case):
     ("evaluate", "data/closed_form.json", "data/closed_form.json not found; run `dvc repro "
                                           "solve`"),
     ("report", "metrics/evaluate.json", "metrics/evaluate.json not found; run `dvc repro "
-                                        "evaluate`")])
+                                        "evaluate`"),
+    ("train", "data/statistics.npz", "data/statistics.npz not found; run `dvc repro solve`")])
 def test_a_stage_whose_input_is_missing_says_which_stage_to_run(project, env, stage, missing,
                                                                 words):
     path = project / missing
     kept = path.read_bytes()
     path.unlink()
     try:
-        line = one_clear_line(project, env, stage)
+        line = one_clear_line(project, env, stage, *(["gd"] if stage == "train" else []))
     finally:
         path.write_bytes(kept)
     assert words in line, line
@@ -423,14 +424,15 @@ def test_a_refused_run_through_dvc_removes_no_output(project, env, case):
     ("report", "metrics/evaluate.json", "evaluate"),
     ("evaluate", "data/runs/gd.npz", "train@gd"),
     ("evaluate", "metrics/train/gd.json", "train@gd"),
-    ("evaluate", "data/closed_form.json", "solve")])
+    ("evaluate", "data/closed_form.json", "solve"),
+    ("train", "data/statistics.npz", "solve")])
 def test_a_truncated_input_names_the_stage_that_rebuilds_it(project, env, stage, damaged,
                                                             writer):
     path = project / damaged
     whole = path.read_bytes()
     path.write_bytes(whole[:len(whole) // 2])
     try:
-        line = one_clear_line(project, env, stage)
+        line = one_clear_line(project, env, stage, *(["gd"] if stage == "train" else []))
     finally:
         path.write_bytes(whole)
     assert f"{damaged} is damaged" in line and f"`dvc repro --force {writer}`" in line, line

@@ -325,7 +325,7 @@ def test_the_whole_set_loss_is_one_rule_in_both_backends():
     features = rng.normal(0, 2, (300, 4))
     targets = features @ [1.0, -2.0, 0.5, 3.0] + rng.normal(size=300)
     plan = Plan(n_examples=300, batch_size=1, epochs=1, lr=0.1, loss_scale=0.5)
-    statistics = _Losses(torch.as_tensor(features), torch.as_tensor(targets), plan)
+    statistics = _Losses(features, targets, plan)
     gram, cross, yy = sufficient_statistics(features, targets)
     thetas = rng.normal(0, 3, (7, 5, 5))
     thetas[0, 0] = np.linalg.lstsq(np.c_[features, np.ones(300)], targets, rcond=None)[0]
@@ -349,7 +349,7 @@ def test_the_divergence_rule_is_one_rule_in_both_backends():
     features = np.random.default_rng(1).normal(size=(20, 2)).astype(np.float32)
     targets = features.sum(axis=1)
     plan = Plan(n_examples=20, batch_size=1, epochs=1, lr=0.1, loss_scale=0.5)
-    statistics = _Losses(torch.as_tensor(features), torch.as_tensor(targets), plan)
+    statistics = _Losses(features, targets, plan)
     cap = loss_cap(np.float32, 20, 0.5)
     for start in (0.0, 2.5):
         for blowup in (3.0, 1e300):

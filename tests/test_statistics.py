@@ -40,3 +40,34 @@ def test_the_bits_do_not_depend_on_the_number_of_cores(data, monkeypatch):
     for gram, cross, yy in results[1:]:
         assert gram.tobytes() == results[0][0].tobytes()
         assert cross.tobytes() == results[0][1].tobytes() and yy == results[0][2]
+
+
+def test_one_pass_over_blocks_gives_each_training_dtypes_statistics_bit_for_bit(monkeypatch):
+    """What stage solve records (statistics.of_blocks, float64 blocks read from the file) is
+    what a train stage would compute on its whole copy in its dtype, to the bit."""
+    monkeypatch.setattr(statistics, "BLOCK_ROWS", 100)
+    rng = np.random.default_rng(5)
+    features = rng.normal(0, 3, (1001, 3))
+    targets = features @ [0.5, -1.0, 2.0] + rng.normal(size=1001)
+    held = statistics.of_blocks([(features, targets)])
+    streamed = statistics.of_blocks((features[start:start + 200], targets[start:start + 200])
+                                    for start in range(0, 1001, 200))
+    for dtype in statistics.TRAINING_DTYPES:
+        whole = sufficient_statistics(features.astype(dtype), targets.astype(dtype))
+        for got in (held[dtype], streamed[dtype]):
+            assert got[0].tobytes() == whole[0].tobytes()
+            assert got[1].tobytes() == whole[1].tobytes() and got[2] == whole[2]
+    # float32's statistics are of the rounded copy: not float64's
+    assert not np.array_equal(held["float32"][0], held["float64"][0])
+
+
+def test_recorded_statistics_of_other_data_are_refused(data):
+    features, targets = data
+    figures = sufficient_statistics(features, targets)
+    statistics.check_matches(figures, features, targets, "mine")  # its own data: accepted
+    edited = features.copy()
+    edited[7, 2] *= 1.01  # one value of 4004, 1 % off
+    others = [(edited, targets), (features[:-1], targets[:-1]), (features[:, :3], targets)]
+    for other in others:
+        with pytest.raises(statistics.UserError, match="does not match recipe mine's data"):
+            statistics.check_matches(figures, *other, "mine")

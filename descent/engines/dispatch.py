@@ -16,7 +16,7 @@ from descent.io import UserError
 
 def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
                schedule: Schedule, engine: str = "auto", device: str = "cpu",
-               progress=None, lrs=None, cluster: str = "none") -> Runs:
+               progress=None, lrs=None, cluster: str = "none", statistics=None) -> Runs:
     """R runs at once from thetas (R, p+1), in the dtype of features, on `device`;
     schedule.order is (R, epochs, N), one order per run; lrs (R,), one learning rate per run
     (default: plan.lr for every run). So one call trains a grid of learning rates x seeds,
@@ -26,6 +26,8 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     affine scan in one batched scan, the literal loop one after another (both in
     descent.engines.torch_backends, which imports torch). Every run's iterates are the same
     either way. cluster (compiled only): a dask scheduler whose workers take blocks of runs.
+    statistics: the float64 (gram, cross, yy) of features and targets as given, when they
+    are known already (stage solve records them); else computed here.
     """
     engine = choose_engine(engine, device)
     lrs = np.full(len(thetas), plan.lr) if lrs is None else np.asarray(lrs, np.float64)
@@ -37,7 +39,8 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     if engine == "compiled":
         from descent.engines.compiled import compiled_runs
 
-        runs = compiled_runs(features, targets, thetas, plan, schedule, progress, lrs, cluster)
+        runs = compiled_runs(features, targets, thetas, plan, schedule, progress, lrs, cluster,
+                             statistics)
     elif cluster != "none":
         raise UserError(f"train.cluster sends the compiled engine's runs; engine {engine} "
                         "runs here: set train.cluster: none, or train.engine: compiled")
@@ -45,7 +48,7 @@ def train_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
         from descent.engines.torch_backends import torch_runs
 
         runs = torch_runs(features, targets, thetas, plan, schedule, engine, device, progress,
-                          lrs)
+                          lrs, statistics)
     if (runs.diverged_at == 0).any():
         raise unsound_start()
     return runs

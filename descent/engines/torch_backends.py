@@ -36,16 +36,19 @@ def synchronize(device: torch.device) -> None:
 
 
 def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, plan: Plan,
-               schedule: Schedule, engine: str, device: str, progress, lrs) -> Runs:
+               schedule: Schedule, engine: str, device: str, progress, lrs,
+               statistics=None) -> Runs:
     """engine.train_runs for the torch engines on `device`: the affine scan takes all runs
-    at once, the literal loop one after another (run r at learning rate lrs[r])."""
+    at once, the literal loop one after another (run r at learning rate lrs[r]); every run's
+    losses from one set of statistics (given, or made here)."""
     device = torch.device(device)
     schedule = schedule.drawn()  # these backends index every run's orders
     x = torch.as_tensor(features, device=device)
     y = torch.as_tensor(targets, device=device)
     starts = torch.as_tensor(thetas, device=device, dtype=x.dtype)
+    losses_of = _Losses(features, targets, plan, statistics)
     if engine == "affine":
-        return _affine_runs(x, y, starts, plan, schedule, progress, lrs)
+        return _affine_runs(x, y, starts, plan, schedule, progress, lrs, losses_of)
     log_updates = schedule.log_updates
     runs, p1 = len(thetas), thetas.shape[1]
     losses = np.full((runs, len(log_updates)), np.nan)
@@ -54,7 +57,7 @@ def torch_runs(features: np.ndarray, targets: np.ndarray, thetas: np.ndarray, pl
     for r in range(runs):
         own = dataclasses.replace(plan, lr=float(lrs[r]))
         one = dataclasses.replace(schedule, order=schedule.order[r])
-        watch = _Watch(x, y, own, one)
+        watch = _Watch(x, y, own, one, losses_of)
         logged, elapsed, at = _train_loop(x, y, starts[r], own, one, watch,
                                           progress or (lambda n: None))
         points = sum(len(part) for part in watch.losses)
@@ -74,11 +77,10 @@ class _Losses:
     evaluation in that dtype would be (the compiled kernel does the same).
     """
 
-    def __init__(self, features, targets, plan):
-        x, y = features.detach().cpu().numpy(), targets.detach().cpu().numpy()
-        self.gram, self.cross, self.yy = sufficient_statistics(x, y)
-        self.n, self.scale = len(y), plan.loss_scale
-        self.cap = loss_cap(x.dtype, len(y), plan.loss_scale)
+    def __init__(self, features: np.ndarray, targets: np.ndarray, plan, statistics=None):
+        self.gram, self.cross, self.yy = statistics or sufficient_statistics(features, targets)
+        self.n, self.scale = len(targets), plan.loss_scale
+        self.cap = loss_cap(features.dtype, len(targets), plan.loss_scale)
 
     def limits(self, start: np.ndarray, blowup: float) -> np.ndarray:
         """The blow-up limit of runs whose starting losses are `start`."""
@@ -109,11 +111,11 @@ class _Losses:
 class _Watch:
     """The literal loop's logged losses and divergence rule (one run)."""
 
-    def __init__(self, features, targets, plan, schedule):
+    def __init__(self, features, targets, plan, schedule, statistics: _Losses):
         self.features, self.targets, self.plan, self.schedule = features, targets, plan, schedule
         self.losses: list[np.ndarray] = []
         self.limit = math.inf
-        self.statistics = _Losses(features, targets, plan)
+        self.statistics = statistics
 
     def loss(self, thetas: torch.Tensor) -> np.ndarray:
         return self.statistics.loss(thetas)
@@ -307,7 +309,8 @@ def chunk_updates(n_features: int, itemsize: int, width: int, runs: int,
     return budget // one
 
 
-def _affine_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Runs:
+def _affine_runs(features, targets, thetas, plan, schedule, progress, lrs, statistics
+                 ) -> Runs:
     """R runs of the affine scan at once, from thetas (R, p+1); schedule.order (R, epochs, N);
     lrs (R,) their learning rates. A diverged run is found exactly (its last interval
     replayed), stops, and leaves the batch; the others go on.
@@ -319,7 +322,6 @@ def _affine_runs(features, targets, thetas, plan, schedule, progress, lrs) -> Ru
     padding = torch.zeros(1, p + 1, device=device, dtype=dtype)
     features1 = torch.cat([torch.cat([features, ones], dim=1), padding])
     targets0 = torch.cat([targets, torch.zeros(1, device=device, dtype=dtype)])
-    statistics = _Losses(features, targets, plan)
     log_updates = schedule.log_updates
     losses = np.full((runs, len(log_updates)), np.nan)
     logged = torch.full((runs, len(log_updates), p + 1), math.nan, device=device,
