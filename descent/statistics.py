@@ -142,7 +142,6 @@ def _stale(name: str) -> UserError:
                      "data changed?); rebuild it with `dvc repro solve`")
 
 
-
 @njit_cached(nogil=True)
 def _column_sums(features, targets):
     """Each column's float64 sum, then the targets': one pass at memory speed (numpy's

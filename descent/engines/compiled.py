@@ -211,10 +211,10 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
         update, epoch, batch = 0, 0, 0       # updates done; the next one's epoch and batch
         replaying = False
         # the watch: an estimate inside (above, below) needs no exact loss before `due`;
-        # at batch 1, a block (bounded) needs none while theta moved at most `room` from
+        # at batch 1, a block (bounded) needs none while theta travelled at most `room` from
         # where the block began, at `since`
         watching, above, below, estimate, due = False, 0.0, 0.0, 0.0, 0
-        bounded, moved, room, slack, since = False, 0.0, 0.0, 0.0, 0
+        bounded, travelled, room, slack, since = False, 0.0, 0.0, 0.0, 0
         if watch is not None:  # (numba compiles this only for a watch, not for None)
             watching = True
             # estimate - MARGIN estimate > target + FLOOR start's loss: not at the target
@@ -284,10 +284,10 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                 batch = 0
                 epoch += 1
             if watch is not None and watching:  # every update judged as if logged
-                if bounded:  # |theta - theta at since| <= moved (NaN: not inside)
-                    moved += abs(np.float64(step) * np.float64(r)) * watch.rows[k, q + 2] \
+                if bounded:  # |theta - theta at since| <= travelled (NaN: not inside)
+                    travelled += abs(np.float64(step) * np.float64(r)) * watch.rows[k, q + 2] \
                         + slack
-                    inside = moved <= room
+                    inside = travelled <= room
                     exact = not inside
                 elif m == 1:  # D = along z: with the new theta, z.v = slope - along z.gram z
                     along = np.float64(step) * np.float64(r)
@@ -331,7 +331,7 @@ def _runs(problem, walk, thetas0, orders, steps, record, watch):
                         _gradient(theta, problem, v)
                     if bounded:
                         room, slack = _room(theta, v, loss, above, below, per_n, watch)
-                        moved, since = 0.0, update
+                        travelled, since = 0.0, update
             if replaying:  # every update checked, up to the unsound logging point
                 if not _sound(theta, _loss(theta, problem), limit) \
                         or update == log_after[point]:  # (reached only if the replay differs)
