@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ class UserError(Exception):
 
 
 def _end_with_parent() -> None:
-    """On Linux, ask the kernel to end this process when its parent (dvc) dies.
+    """On Linux, ask the kernel to end this process when dvc dies.
 
     Without it, SIGKILL of `dvc` leaves the stage running unsupervised, and the next
     `dvc repro` starts a second writer on the same outputs. The signal is SIGKILL, not
@@ -38,26 +39,74 @@ def _end_with_parent() -> None:
         return
     import ctypes
 
-    from descent import LAUNCHER_PID
+    from descent import LAUNCHER_PARENT, LAUNCHER_PID
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != LAUNCHER_PID or _orphaned_by_dvc():  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.getppid() != LAUNCHER_PID or _orphaned_by_dvc(LAUNCHER_PID):
+        _end_now()  # it died before prctl took effect
+    if _started_by_dvc(LAUNCHER_PID) and LAUNCHER_PARENT is not None:
+        # dvc runs `cmd` through $SHELL, else /bin/sh; Debian's sh (dash) forks the command
+        # rather than exec it, so our parent is that shell, which outlives dvc: watch dvc.
+        if _orphaned_by_dvc(LAUNCHER_PARENT):
+            _end_now()
+        _end_with(LAUNCHER_PARENT, LAUNCHER_PID)
 
 
-def _orphaned_by_dvc() -> bool:
-    """dvc (which sets DVC_STAGE) died even before Python read its parent: we were handed to
-    init. Only a dvc that is itself pid 1 (a container's command) is a parent at pid 1."""
-    if "DVC_STAGE" not in os.environ or os.getppid() != 1:
+def _started_by_dvc(pid: int) -> bool:
+    """Process pid was started by dvc for this stage (a shell running `cmd`): dvc gives each
+    command DVC_STAGE, which dvc's own environment does not hold."""
+    stage = os.environ.get("DVC_STAGE")
+    if stage is None or pid == 1:
+        return False
+    try:
+        started_with = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"DVC_STAGE={stage}".encode() in started_with
+
+
+def _orphaned_by_dvc(pid: int) -> bool:
+    """pid should be dvc (which sets DVC_STAGE) but is init: dvc died even before Python read
+    who launched us, and we were handed to init. Only a dvc that is itself pid 1 (a
+    container's command) is a launcher at pid 1."""
+    if "DVC_STAGE" not in os.environ or pid != 1:
         return False
     try:
         return b"dvc" not in Path("/proc/1/cmdline").read_bytes()
     except OSError:  # no /proc/1 to read: keep running rather than guess
         return False
+
+
+def _end_with(dvc: int, shell: int) -> None:
+    """SIGKILL this process when process dvc ends, from a thread that sleeps on its pidfd."""
+    import select
+    import threading
+
+    from descent import _parent_of
+
+    try:
+        watched = os.pidfd_open(dvc)
+    except ProcessLookupError:
+        _end_now()
+    except (OSError, AttributeError):  # no pidfds (Linux < 5.3): the shell alone is watched
+        return
+    if _parent_of(shell) != dvc:  # dvc died before we opened it, its pid perhaps reused
+        _end_now()
+
+    def wait() -> None:
+        select.select([watched], [], [])
+        _end_now()
+
+    threading.Thread(target=wait, name="end-with-dvc", daemon=True).start()
+
+
+def _end_now() -> NoReturn:
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise SystemExit(137)  # not reached: SIGKILL to oneself is delivered at once
 
 
 def _clean_stale_temporaries() -> None:
