@@ -82,9 +82,13 @@ def _orphaned_by_dvc(pid: int) -> bool:
 
 
 def _end_with(dvc: int, shell: int) -> None:
-    """SIGKILL this process when process dvc ends, from a thread that sleeps on its pidfd."""
+    """SIGKILL this process when process dvc ends, from a thread that sleeps on its pidfd
+    (or, where pidfds are missing or refused, looks twice a second whether the shell has
+    been handed on by its dead parent). The thread needs the GIL only once dvc has died;
+    the engines' long calls release it."""
     import select
     import threading
+    import time
 
     from descent import _parent_of
 
@@ -92,13 +96,17 @@ def _end_with(dvc: int, shell: int) -> None:
         watched = os.pidfd_open(dvc)
     except ProcessLookupError:
         _end_now()
-    except (OSError, AttributeError):  # no pidfds (Linux < 5.3): the shell alone is watched
-        return
+    except (OSError, AttributeError):  # Linux < 5.3, or a sandbox that refuses pidfd_open
+        watched = None
     if _parent_of(shell) != dvc:  # dvc died before we opened it, its pid perhaps reused
         _end_now()
 
     def wait() -> None:
-        select.select([watched], [], [])
+        if watched is not None:
+            select.select([watched], [], [])
+        else:
+            while _parent_of(shell) == dvc:
+                time.sleep(0.5)
         _end_now()
 
     threading.Thread(target=wait, name="end-with-dvc", daemon=True).start()

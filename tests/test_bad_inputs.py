@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -362,6 +363,53 @@ def test_a_stage_whose_dvc_died_before_python_started_ends(project, env):
         os.kill(stage, signal.SIGKILL)
     assert not alive, "the orphaned stage kept running"
     assert digest(project) == before
+
+
+# A stand-in for dvc: runs a command through a shell that forks it (the `; exit` keeps any
+# shell from exec'ing it), with DVC_STAGE in the command's environment only, as dvc does.
+STAND_IN_DVC = """
+import os, subprocess, sys
+subprocess.run(["/bin/sh", "-c", sys.argv[1] + "; exit $?"], env={**os.environ, "DVC_STAGE": "probe"})
+"""
+
+# The stage's side: the watch io.cli installs, then a minute of sleep. Without pidfds it
+# must fall back to looking whether the shell was handed on.
+WATCHED_STAGE = """
+import os, sys, time
+if sys.argv[1] == "without":
+    del os.pidfd_open
+from descent import io
+io._end_with_parent()
+open(sys.argv[2], "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("pidfd", ["with", "without"])
+def test_the_stage_watches_dvc_through_the_shell_between(tmp_path, pidfd):
+    """Where a shell sits between dvc and the stage, the stage ends with dvc, whether the
+    kernel lends it a pidfd to sleep on or not (a sandbox may refuse pidfd_open)."""
+    written = tmp_path / "pid"
+    stage = shlex.join([sys.executable, "-c", WATCHED_STAGE, pidfd, str(written)])
+    root = Path(__file__).resolve().parents[1]
+    dvc = subprocess.Popen([sys.executable, "-c", STAND_IN_DVC, stage], cwd=root,
+                           env={k: v for k, v in os.environ.items() if k != "DVC_STAGE"})
+    deadline = time.monotonic() + 30
+    while not (written.exists() and written.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(written.read_text())
+    status = Path(f"/proc/{pid}/stat")
+    assert status.read_text().rsplit(")", 1)[1].split()[1] != str(dvc.pid), \
+        "the shell exec'd the stage: nothing between dvc and the stage to test"
+    dvc.send_signal(signal.SIGKILL)
+    dvc.wait()
+    deadline = time.monotonic() + 5  # the fallback looks twice a second
+    while running(status) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = running(status)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the stage outlived dvc"
 
 
 def test_temporaries_are_written_where_dvc_and_git_do_not_look(tmp_path, monkeypatch):
