@@ -11,7 +11,6 @@ scikit-learn only where they need them, so a stage pays only for what it uses.
 import os as _os
 
 
-
 def _parent_of(pid: int) -> int | None:
     """The parent of process pid, from /proc (Linux); None where it cannot be read."""
     try:

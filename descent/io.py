@@ -10,8 +10,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 # Temporaries live where neither git nor DVC looks (.dvc/tmp is DVC's own scratch space,

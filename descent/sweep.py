@@ -51,6 +51,11 @@ class Grid:
         return (best, float(means[best])) if np.isfinite(means[best]) else (-1, math.inf)
 
 
+# A grid's runs log every this many updates: the watch counts the steps to target, the
+# logging points only bound the replay that locates a divergence.
+LOG_UPDATES = 100
+
+
 def grid_plan(n: int, batch: int, budget: int, lr: float, gradient_scale: float = 0.5,
               loss_scale: float = 0.5, target: float | None = None) -> Plan:
     """The plan of a grid's runs: enough epochs for the step budget, each run watching for
@@ -60,9 +65,6 @@ def grid_plan(n: int, batch: int, budget: int, lr: float, gradient_scale: float 
     return Plan(n_examples=n, batch_size=batch, epochs=-(-budget * batch // n), lr=lr,
                 gradient_scale=gradient_scale, log_every=LOG_UPDATES * batch,
                 loss_scale=loss_scale, blowup=1e6, target=target)
-
-
-LOG_UPDATES = 100
 
 
 def sweep_batch(features, targets, batch: int, factors, seeds: int, budget: int,

@@ -289,19 +289,35 @@ def running(status: Path) -> bool:
         return False
 
 
+def pgrep(*args: str) -> list[str]:
+    return subprocess.run(["pgrep", *args], capture_output=True, text=True).stdout.split()
+
+
+def parent(status: Path) -> str:
+    """The parent pid in a /proc/<pid>/stat."""
+    return status.read_text().rsplit(")", 1)[1].split()[1]
+
+
 def started_below(pid: int, pattern: str) -> int | None:
     """A process below pid (its child, or a child of its child) whose command line matches
     pattern; None if there is none yet."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                              text=True).stdout.split()
-    for child in children:
-        listed = subprocess.run(["pgrep", "-P", child, "-f", pattern], capture_output=True,
-                                text=True).stdout.split()
+    for launcher in [str(pid), *pgrep("-P", str(pid))]:
+        listed = pgrep("-P", launcher, "-f", pattern)
         if listed:
             return int(listed[0])
-    listed = subprocess.run(["pgrep", "-P", str(pid), "-f", pattern], capture_output=True,
-                            text=True).stdout.split()
-    return int(listed[0]) if listed else None
+    return None
+
+
+def outlived(pid: int, seconds: float, poll: float = 0.2) -> bool:
+    """Process pid still runs after `seconds` (then it is killed, not to outlast the test)."""
+    status = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + seconds
+    while running(status) and time.monotonic() < deadline:
+        time.sleep(poll)
+    alive = running(status)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    return alive
 
 
 # dvc runs `cmd` through $SHELL, else /bin/sh. bash execs a lone command, so the stage is
@@ -329,13 +345,7 @@ def test_killing_dvc_ends_the_stage_too(project, env, shell):
     time.sleep(0.3)  # past interpreter start-up, likely still importing: the racy case
     dvc.send_signal(signal.SIGKILL)
     dvc.wait()
-    deadline = time.monotonic() + 20
-    while running(Path(f"/proc/{stage}/stat")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    alive = running(Path(f"/proc/{stage}/stat"))
-    if alive:
-        os.kill(stage, signal.SIGKILL)
-    assert not alive, "the stage outlived dvc"
+    assert not outlived(stage, 20), "the stage outlived dvc"
 
 
 def test_a_stage_whose_dvc_died_before_python_started_ends(project, env):
@@ -351,17 +361,11 @@ def test_a_stage_whose_dvc_died_before_python_started_ends(project, env):
         preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))  # as a CI runner may
     stage = int(launcher.stdout)
     status = Path(f"/proc/{stage}/stat")
-    parent = status.read_text().rsplit(")", 1)[1].split()[1] if status.exists() else "1"
-    if parent != "1":
+    adopter = parent(status) if status.exists() else "1"
+    if adopter != "1":
         os.kill(stage, signal.SIGKILL)
-        pytest.skip(f"orphans here go to a subreaper (pid {parent}), not to init")
-    deadline = time.monotonic() + 20
-    while running(status) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    alive = running(status)
-    if alive:
-        os.kill(stage, signal.SIGKILL)
-    assert not alive, "the orphaned stage kept running"
+        pytest.skip(f"orphans here go to a subreaper (pid {adopter}), not to init")
+    assert not outlived(stage, 20), "the orphaned stage kept running"
     assert digest(project) == before
 
 
@@ -398,18 +402,12 @@ def test_the_stage_watches_dvc_through_the_shell_between(tmp_path, pidfd):
     while not (written.exists() and written.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
     pid = int(written.read_text())
-    status = Path(f"/proc/{pid}/stat")
-    assert status.read_text().rsplit(")", 1)[1].split()[1] != str(dvc.pid), \
+    assert parent(Path(f"/proc/{pid}/stat")) != str(dvc.pid), \
         "the shell exec'd the stage: nothing between dvc and the stage to test"
     dvc.send_signal(signal.SIGKILL)
     dvc.wait()
-    deadline = time.monotonic() + 5  # the fallback looks twice a second
-    while running(status) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alive = running(status)
-    if alive:
-        os.kill(pid, signal.SIGKILL)
-    assert not alive, "the stage outlived dvc"
+    # the fallback looks twice a second
+    assert not outlived(pid, 5, poll=0.1), "the stage outlived dvc"
 
 
 def test_temporaries_are_written_where_dvc_and_git_do_not_look(tmp_path, monkeypatch):

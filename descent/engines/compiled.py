@@ -4,9 +4,8 @@ model, each an exact sequential chain of updates (numba), the runs in parallel t
 From the engine down: `compiled_runs` (the problem set up, blocks of runs in threads, or
 on a dask cluster's workers) -> `_runs` (the kernel: each run's updates, logging points and
 divergence replay, and with a target loss (the sweep's) the first update at it; the update
-rule is in its loop). `descend` is the same computation on
-raw arrays, every argument checked, for direct use; tests/reference_descent.py writes it as
-plainly as possible.
+rule is in its loop). `descend` is the same computation on raw arrays, every argument
+checked, for direct use; tests/reference_descent.py writes it as plainly as possible.
 """
 from __future__ import annotations
 
